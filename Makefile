@@ -1,0 +1,45 @@
+# Roost: `make demo` runs the gateway's demo, `make test` runs every check.
+# Both install what is missing first (apt packages, then .venv).
+PY     ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: demo test quick lint bench system-deps deps clean
+
+demo: deps                    ## private mosquitto + gateway + a demo client
+	$(BIN)/roost demo
+
+test: deps lint               ## the whole suite (what .ci/run runs)
+	$(BIN)/pytest
+
+quick: deps                   ## fast local iteration: unit and fast integration tests
+	$(BIN)/pytest -m "not slow" -x -q
+
+lint: deps
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+bench: deps                   ## the benchmark (see benchmarks/README.md)
+	$(BIN)/python -m benchmarks
+
+system-deps:                  ## apt packages, installed only when missing
+	@missing=""; \
+	command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing="$$missing mosquitto"; \
+	command -v mosquitto_rr >/dev/null 2>&1 || missing="$$missing mosquitto-clients"; \
+	$(PY) -c 'import venv, ensurepip' >/dev/null 2>&1 || missing="$$missing python3-venv"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+deps: system-deps $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

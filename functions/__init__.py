@@ -1,0 +1,1 @@
+"""Example function modules bundled with Roost; each module owns a ``router``."""

@@ -1,0 +1,17 @@
+"""Event handlers: readings come in without a reply; alerts go out on another topic."""
+
+from __future__ import annotations
+
+from gateway.registry import Router
+
+router = Router()
+
+ALERT_ABOVE_C = 30.0
+
+
+@router.function("devices/{device_id}/readings/temperature", publish="alerts/{device_id}/temperature")
+def temperature(device_id: str, celsius: float) -> dict[str, object] | None:
+    """Turn a temperature reading into an alert when it is too hot; ``None`` publishes nothing."""
+    if celsius <= ALERT_ABOVE_C:
+        return None
+    return {"device_id": device_id, "celsius": celsius, "limit": ALERT_ABOVE_C}

@@ -1,0 +1,139 @@
+"""The ``roost`` command: run, functions, call, check, demo.
+
+Exit codes a supervisor can act on: 0 done, 1 error reply (``call``) or crash,
+2 timeout (``call``) or usage error, 69 broker unreachable, 78 bad configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from gateway.config import BrokerAddress, Settings, load_settings
+from gateway.errors import BrokerUnreachable, ConfigError, RegistryError, TransportError
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_TIMEOUT = 2
+EXIT_UNAVAILABLE = 69
+EXIT_CONFIG = 78
+
+log = logging.getLogger("roost")
+
+
+def _settings_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="TOML settings file")
+    parser.add_argument("--broker", help="broker address HOST:PORT")
+    parser.add_argument("--client-id", dest="client_id")
+    parser.add_argument("--mqtt-version", dest="mqtt_version", choices=["5", "3.1.1"])
+    parser.add_argument("--executor", choices=["local", "inline"])
+    parser.add_argument("--workers", type=int, help="warm worker processes of the local executor")
+    parser.add_argument("--transport", choices=["paho"])
+    parser.add_argument(
+        "--functions", action="append", help="function module to load (repeatable; replaces the defaults)"
+    )
+    parser.add_argument("--log-level", dest="log_level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``roost`` command."""
+    parser = argparse.ArgumentParser(prog="roost", description="Roost: run Python functions for MQTT devices.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="serve the registered functions")
+    _settings_flags(run)
+    functions = commands.add_parser("functions", help="print the table of registered functions")
+    _settings_flags(functions)
+    check = commands.add_parser("check", help="validate the settings and functions, then exit")
+    _settings_flags(check)
+    call = commands.add_parser("call", help="call a function over MQTT and print the reply")
+    call.add_argument("--broker", default="127.0.0.1:1883", help="broker address HOST:PORT")
+    call.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the reply")
+    call.add_argument("--qos", type=int, choices=[0, 1, 2], default=1)
+    call.add_argument("--mqtt-version", dest="mqtt_version", choices=["5", "3.1.1"], default="5")
+    call.add_argument("--expiry", type=int, help="MQTT 5 message expiry interval in seconds")
+    call.add_argument("topic")
+    call.add_argument("args", nargs="*", metavar="NAME=VALUE", help="arguments; values are JSON literals or strings")
+    demo = commands.add_parser("demo", help="start a private broker and the gateway, call a few functions")
+    demo.add_argument("--executor", choices=["local", "inline"], default="local")
+    return parser
+
+
+def _flags(ns: argparse.Namespace) -> dict[str, Any]:
+    keys = ("broker", "client_id", "mqtt_version", "executor", "workers", "transport", "functions", "log_level")
+    return {key: getattr(ns, key, None) for key in keys}
+
+
+def setup_logging(level: str) -> None:
+    """One line per event on stderr."""
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+def parse_value(text: str) -> Any:
+    """A JSON literal when it parses as one, else the text itself."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def parse_args_list(items: list[str]) -> dict[str, Any]:
+    """``["a=1", "b=x"]`` to ``{"a": 1, "b": "x"}``; raises ``ValueError`` naming a bad item."""
+    out: dict[str, Any] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise ValueError(f"argument {item!r} is not NAME=VALUE")
+        out[name] = parse_value(value)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``roost``."""
+    ns = build_parser().parse_args(argv)
+    try:
+        if ns.command == "call":
+            from gateway.commands import call_command
+
+            return call_command(ns)
+        if ns.command == "demo":
+            from gateway.commands import demo_command
+
+            return demo_command(ns)
+        settings = load_settings(ns.config, **_flags(ns))
+        setup_logging(settings.log_level)
+        from gateway.registry import Registry
+
+        registry = Registry.from_modules(settings.functions)
+        if ns.command == "functions":
+            from gateway.commands import print_functions
+
+            print_functions(settings, registry)
+            return EXIT_OK
+        if ns.command == "check":
+            print(f"ok: {len(registry.specs)} functions, broker {settings.broker}")
+            return EXIT_OK
+        return _run(settings, registry)
+    except (ConfigError, RegistryError) as exc:
+        print(f"roost: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except BrokerUnreachable as exc:
+        print(f"roost: {exc}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    except TransportError as exc:
+        print(f"roost: {exc}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+
+
+def _run(settings: Settings, registry: Any) -> int:
+    from gateway.app import serve
+
+    asyncio.run(serve(settings, registry))
+    return EXIT_OK
+
+
+__all__ = ["BrokerAddress", "main"]

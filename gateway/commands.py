@@ -1,0 +1,140 @@
+"""The bodies of ``roost functions``, ``roost call`` and ``roost demo``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from gateway.client import NoReply, Reply, RequestClient
+from gateway.config import BrokerAddress, Settings
+from gateway.errors import RoostError
+from gateway.registry import Registry
+
+EXIT_OK, EXIT_ERROR, EXIT_TIMEOUT = 0, 1, 2
+
+
+def print_functions(settings: Settings, registry: Registry) -> None:
+    """Print topic template → MQTT filter, argument schema and executor of every function."""
+    table = Table(title=f"Roost functions ({len(registry.specs)})")
+    for column in ("topic template", "MQTT filter", "arguments", "executor", "function"):
+        table.add_column(column)
+    for spec in registry.specs:
+        executor = settings.executor if spec.executor == "default" else spec.executor
+        extra = f" → {spec.publish.template}" if spec.publish else ""
+        table.add_row(spec.key, spec.template.mqtt_filter, spec.schema_summary(), executor, spec.name + extra)
+    Console(width=160).print(table)
+
+
+def _show(reply: Reply) -> str:
+    from rich.pretty import pretty_repr
+
+    if reply.error is not None:
+        return f"error {reply.error.code}: {reply.error.message}" + (
+            f"\n  details: {pretty_repr(reply.error.details)}" if reply.error.details else ""
+        )
+    return pretty_repr(reply.result)
+
+
+def call_command(ns: argparse.Namespace) -> int:
+    """``roost call``: 0 on a result, 1 on an error reply, 2 on a timeout."""
+    from gateway.cli import parse_args_list
+
+    try:
+        args = parse_args_list(ns.args)
+        broker = BrokerAddress.parse(ns.broker)
+    except ValueError as exc:
+        print(f"roost call: {exc}", file=sys.stderr)
+        return 64
+
+    async def run() -> Reply:
+        version = 5 if ns.mqtt_version == "5" else 4
+        async with RequestClient(broker.host, broker.port, mqtt_version=version) as client:
+            return await client.request(ns.topic, args, timeout=ns.timeout, qos=ns.qos, expiry=ns.expiry)
+
+    try:
+        reply = asyncio.run(run())
+    except NoReply as exc:
+        print(f"timeout: {exc}", file=sys.stderr)
+        return EXIT_TIMEOUT
+    except RoostError as exc:
+        print(f"roost call: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    print(_show(reply))
+    return EXIT_ERROR if reply.error is not None else EXIT_OK
+
+
+DEMO_CALLS: list[tuple[str, dict[str, Any]]] = [
+    ("devices/pi-1/add", {"a": 1, "b": 2}),
+    ("devices/pi-1/echo", {"value": "hello from pi-1"}),
+    ("devices/pi-1/add", {"a": 1, "b": "two"}),
+    ("devices/pi-1/fail", {"reason": "sensor unplugged"}),
+    ("devices/pi-1/wait", {"seconds": 0.2}),
+    ("devices/pi-1/unknown", {}),
+]
+
+
+def demo_command(ns: argparse.Namespace) -> int:
+    """Start a private mosquitto and a gateway, call a few functions, stop everything."""
+    from gateway.devbroker import LocalBroker
+
+    console = Console()
+    with LocalBroker() as broker:
+        console.print(
+            f"[bold]broker[/bold] mosquitto on {broker.address} (pid {broker.process and broker.process.pid})"
+        )
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        gateway = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gateway",
+                "run",
+                "--broker",
+                broker.address,
+                "--executor",
+                ns.executor,
+                "--client-id",
+                f"roost-demo-{os.getpid()}",
+            ],
+            env=env,
+        )
+        try:
+            console.print(f"[bold]gateway[/bold] pid {gateway.pid}, executor {ns.executor}")
+            return asyncio.run(_demo_calls(broker.address, console))
+        finally:
+            gateway.send_signal(signal.SIGTERM)
+            try:
+                gateway.wait(15)
+            except subprocess.TimeoutExpired:
+                gateway.kill()
+                gateway.wait()
+
+
+async def _demo_calls(address: str, console: Console) -> int:
+    host, port = address.split(":")
+    async with RequestClient(host, int(port), device_id="demo") as client:
+        deadline = time.monotonic() + 30
+        while True:  # wait for the gateway to subscribe: the first call is answered once it is up
+            try:
+                await client.request("devices/pi-1/add", {"a": 0, "b": 0}, timeout=1.0)
+                break
+            except NoReply:
+                if time.monotonic() > deadline:
+                    console.print("[red]the gateway did not answer within 30 s[/red]")
+                    return EXIT_ERROR
+        for topic, args in DEMO_CALLS:
+            reply = await client.request(topic, args, timeout=5.0)
+            console.print(f"[cyan]{topic}[/cyan] {args} → {_show(reply)}")
+        client.publish_event("devices/pi-1/readings/temperature", {"celsius": 35.5})
+        await client.drain()
+        console.print("[cyan]devices/pi-1/readings/temperature[/cyan] {'celsius': 35.5} → event (alert published)")
+    return EXIT_OK

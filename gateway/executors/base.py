@@ -1,0 +1,61 @@
+"""The executor interface: run a validated call and produce its encoded result.
+
+An executor's :meth:`Executor.submit` returns at once with a future. The future
+resolves to the msgpack encoding of the function's result, or fails with a
+:class:`~gateway.errors.WireError` (``function_error``, ``bad_result``,
+``timeout``, ``unavailable``). A full queue raises
+:class:`~gateway.errors.Overloaded` from ``submit`` itself, so the device is
+answered at once.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.errors import FunctionError
+from gateway.registry import FunctionSpec
+
+
+@dataclass(slots=True)
+class Call:
+    """One invocation: the function, its validated keyword arguments, and its deadline."""
+
+    spec: FunctionSpec
+    kwargs: dict[str, Any]
+    timeout: float  # seconds the function may run
+    expires_at: float | None = None  # time.monotonic() after which it must not start
+
+
+class Executor(abc.ABC):
+    """Runs calls; one instance per executor kind, shared by all functions that use it."""
+
+    name: str
+
+    @abc.abstractmethod
+    async def start(self) -> None:
+        """Get ready to run calls (start workers)."""
+
+    @abc.abstractmethod
+    def submit(self, call: Call) -> asyncio.Future[bytes]:
+        """Start ``call``; raise ``Overloaded`` at once when the queue is full."""
+
+    @abc.abstractmethod
+    async def stop(self, grace: float) -> None:
+        """Let running calls finish for up to ``grace`` seconds, then fail the rest with ``unavailable``."""
+
+    @property
+    @abc.abstractmethod
+    def in_flight(self) -> int:
+        """Calls submitted and not finished."""
+
+
+def function_error(exc: BaseException) -> FunctionError:
+    """The wire error for an exception raised by a function: type and message, no traceback."""
+    text = str(exc)
+    if len(text) > 500:
+        text = text[:500] + "..."
+    name = type(exc).__name__
+    return FunctionError(f"{name}: {text}" if text else name)

@@ -1,0 +1,282 @@
+"""Routers, function specs and their argument models.
+
+A function module owns a :class:`Router` and registers functions on it with
+``@router.function("devices/{device_id}/add")``. The argument model is built
+from the signature's type hints when the function is decorated, so a bad
+signature fails at import, not when the first device calls it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import typing
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import pydantic
+
+from gateway.errors import InvalidArguments, RegistryError
+from gateway.topics import TopicTemplate, filters_overlap
+
+ExecutorName = Literal["default", "inline", "local"]
+_EXECUTORS = ("default", "inline", "local")
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    """One registered function: its template, callable, argument model and options."""
+
+    template: TopicTemplate
+    func: Callable[..., Any]
+    module: str
+    model: type[pydantic.BaseModel]
+    topic_adapters: Mapping[str, pydantic.TypeAdapter[Any]]
+    is_async: bool
+    executor: ExecutorName = "default"
+    publish: TopicTemplate | None = None
+    timeout: float | None = None
+    description: str = ""
+
+    @property
+    def key(self) -> str:
+        """The stable identity of the function: its topic template."""
+        return self.template.template
+
+    @property
+    def name(self) -> str:
+        """``module.qualname`` of the function."""
+        return f"{self.module}.{self.func.__qualname__}"
+
+    def schema_summary(self) -> str:
+        """A one-line argument schema such as ``a: int, b: int``."""
+        parts = []
+        for name, info in self.model.model_fields.items():
+            annotation = info.annotation
+            type_name = getattr(annotation, "__name__", None) or str(annotation)
+            type_name = type_name.replace("typing.", "")
+            suffix = "" if info.is_required() else "?"
+            source = " (topic)" if name in self.topic_adapters else ""
+            parts.append(f"{name}{suffix}: {type_name}{source}")
+        return ", ".join(parts) or "(none)"
+
+    def bind(self, topic_params: Mapping[str, str], payload_args: Mapping[Any, Any]) -> dict[str, Any]:
+        """Validate topic parameters and payload arguments into keyword arguments.
+
+        Topic parameters (always strings) are coerced to their annotated type;
+        payload arguments are validated strictly. A key given by both is an error.
+        """
+        errors: list[dict[str, Any]] = []
+        data: dict[str, Any] = {}
+        for key in payload_args:
+            if not isinstance(key, str):
+                errors.append({"loc": [_plain(key)], "msg": "argument names must be strings", "type": "key_type"})
+        for name in topic_params:
+            if name in payload_args:
+                errors.append(
+                    {
+                        "loc": [name],
+                        "msg": f"argument {name!r} is given by the topic and must not be in the payload",
+                        "type": "topic_conflict",
+                    }
+                )
+        if errors:
+            raise InvalidArguments(_summary("invalid arguments", errors), errors)
+        for name, raw in topic_params.items():
+            adapter = self.topic_adapters.get(name)
+            if adapter is None:
+                continue
+            try:
+                data[name] = adapter.validate_python(raw)
+            except pydantic.ValidationError as exc:
+                errors.extend(_details(exc, prefix=[name]))
+        if errors:
+            raise InvalidArguments(_summary("invalid topic parameters", errors), errors)
+        data.update(payload_args)
+        try:
+            model = self.model.model_validate(data, strict=True)
+        except pydantic.ValidationError as exc:
+            details = _details(exc)
+            raise InvalidArguments(_summary("invalid arguments", details), details) from None
+        return {name: getattr(model, name) for name in self.model.model_fields}
+
+
+def _summary(title: str, details: list[dict[str, Any]]) -> str:
+    """``title: loc: msg`` for the first error, with a count of the others."""
+    first = details[0]
+    where = ".".join(str(part) for part in first["loc"]) or "arguments"
+    more = f" (and {len(details) - 1} more)" if len(details) > 1 else ""
+    return f"{title}: {where}: {first['msg']}{more}"
+
+
+def _plain(value: object) -> str | int | float | bool | None:
+    """A msgpack-safe, short rendering of a location element."""
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value if not isinstance(value, str) else value[:100]
+    return type(value).__name__
+
+
+def _details(exc: pydantic.ValidationError, prefix: list[Any] | None = None) -> list[dict[str, Any]]:
+    """pydantic errors as ``{"loc", "msg", "type"}`` maps, without the input echoed."""
+    out = []
+    for err in exc.errors(include_url=False, include_context=False, include_input=False):
+        loc = list(prefix or []) + [_plain(part) for part in err["loc"]]
+        out.append({"loc": loc, "msg": str(err["msg"]), "type": str(err["type"])})
+    return out
+
+
+class _ArgumentsBase(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid", arbitrary_types_allowed=False)
+
+
+def build_spec(
+    func: Callable[..., Any],
+    template: str,
+    *,
+    executor: ExecutorName = "default",
+    publish: str | None = None,
+    timeout: float | None = None,
+) -> FunctionSpec:
+    """Build a :class:`FunctionSpec` or raise :class:`RegistryError` naming the problem."""
+    where = f"{getattr(func, '__module__', '?')}.{getattr(func, '__qualname__', func)!s}"
+    compiled = TopicTemplate.parse(template)
+    if executor not in _EXECUTORS:
+        raise RegistryError(f"{where}: executor must be one of {', '.join(_EXECUTORS)}, not {executor!r}")
+    if timeout is not None and timeout <= 0:
+        raise RegistryError(f"{where}: timeout must be positive, not {timeout!r}")
+    try:
+        hints = typing.get_type_hints(func)
+    except Exception as exc:
+        raise RegistryError(f"{where}: cannot resolve type hints: {exc}") from None
+    signature = inspect.signature(func)
+    fields: dict[str, Any] = {}
+    for name, param in signature.parameters.items():
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD, param.POSITIONAL_ONLY):
+            raise RegistryError(f"{where}: parameter {name!r} must be a plain or keyword-only parameter")
+        if name not in hints:
+            raise RegistryError(f"{where}: parameter {name!r} needs a type annotation")
+        if name.startswith("$") or name.startswith("_"):
+            raise RegistryError(f"{where}: parameter {name!r} must not start with '_' or '$'")
+        default = ... if param.default is param.empty else param.default
+        fields[name] = (hints[name], default)
+    try:
+        model = pydantic.create_model(f"{func.__name__}_arguments", __base__=_ArgumentsBase, **fields)
+        # Topic parameters the function does not declare (often {device_id}) are not passed.
+        adapters = {name: pydantic.TypeAdapter(fields[name][0]) for name in compiled.params if name in fields}
+    except (pydantic.PydanticSchemaGenerationError, pydantic.PydanticUserError, TypeError) as exc:
+        raise RegistryError(f"{where}: unsupported argument type: {exc}") from None
+    publish_template = TopicTemplate.parse(publish) if publish else None
+    if publish_template is not None:
+        missing = set(publish_template.params) - set(compiled.params)
+        if missing:
+            raise RegistryError(
+                f"{where}: publish template {publish!r} uses {sorted(missing)} which the topic does not provide"
+            )
+    return FunctionSpec(
+        template=compiled,
+        func=func,
+        module=getattr(func, "__module__", "?"),
+        model=model,
+        topic_adapters=adapters,
+        is_async=inspect.iscoroutinefunction(func),
+        executor=executor,
+        publish=publish_template,
+        timeout=timeout,
+        description=(inspect.getdoc(func) or "").split("\n", 1)[0],
+    )
+
+
+@dataclass
+class Router:
+    """A group of functions, usually one per module, composed with :meth:`include_router`."""
+
+    prefix: str = ""
+    specs: list[FunctionSpec] = field(default_factory=list)
+
+    def function(
+        self,
+        template: str,
+        *,
+        executor: ExecutorName = "default",
+        publish: str | None = None,
+        timeout: float | None = None,
+    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Register the decorated function at ``template`` (relative to the router's prefix)."""
+
+        def register(func: Callable[..., Any]) -> Callable[..., Any]:
+            full = _join(self.prefix, template)
+            self.specs.append(build_spec(func, full, executor=executor, publish=publish, timeout=timeout))
+            return func
+
+        return register
+
+    def include_router(self, other: Router) -> None:
+        """Add every function of ``other`` under this router's prefix."""
+        for spec in other.specs:
+            if self.prefix:
+                spec = build_spec(
+                    spec.func,
+                    _join(self.prefix, spec.template.template),
+                    executor=spec.executor,
+                    publish=spec.publish.template if spec.publish else None,
+                    timeout=spec.timeout,
+                )
+            self.specs.append(spec)
+
+
+def _join(prefix: str, template: str) -> str:
+    return f"{prefix.rstrip('/')}/{template.lstrip('/')}" if prefix else template
+
+
+@dataclass(frozen=True)
+class Registry:
+    """All functions the gateway serves, checked for overlapping templates."""
+
+    specs: tuple[FunctionSpec, ...]
+
+    @classmethod
+    def from_specs(cls, specs: Iterable[FunctionSpec]) -> Registry:
+        """Build a registry; two templates that can match one topic are refused."""
+        ordered = tuple(specs)
+        for i, a in enumerate(ordered):
+            for b in ordered[i + 1 :]:
+                if filters_overlap(a.template.mqtt_filter, b.template.mqtt_filter):
+                    raise RegistryError(
+                        f"topic templates {a.key!r} ({a.name}) and {b.key!r} ({b.name}) can match the same topic"
+                    )
+        return cls(ordered)
+
+    @classmethod
+    def from_modules(cls, modules: Iterable[str]) -> Registry:
+        """Import each module and collect the functions of its module-level routers."""
+        specs: list[FunctionSpec] = []
+        for name in modules:
+            specs.extend(routers_of(name))
+        return cls.from_specs(specs)
+
+    def resolve(self, topic: str) -> tuple[FunctionSpec, dict[str, str]] | None:
+        """The function whose template matches ``topic``, with its parameters."""
+        for spec in self.specs:
+            params = spec.template.match(topic)
+            if params is not None:
+                return spec, params
+        return None
+
+    def by_key(self) -> dict[str, FunctionSpec]:
+        """Specs indexed by their key (template)."""
+        return {spec.key: spec for spec in self.specs}
+
+
+def routers_of(reference: str) -> list[FunctionSpec]:
+    """The specs of the router named by ``reference``: ``module`` (its ``router``) or ``module:attr``."""
+    module_name, _, attr = reference.partition(":")
+    attr = attr or "router"
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise RegistryError(f"cannot import function module {module_name!r}: {exc}") from None
+    router = getattr(module, attr, None)
+    if not isinstance(router, Router):
+        raise RegistryError(f"function module {module_name!r} has no Router named {attr!r}")
+    return list(router.specs)

@@ -1,0 +1,182 @@
+"""Topic templates: compile once, turn into MQTT filters, match topics, extract parameters.
+
+A template is a topic whose levels may be ``{name}`` (one level, MQTT ``+``) or,
+as the last level only, ``{name:path}`` (the rest of the topic, MQTT ``#``).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from gateway.errors import TemplateError
+
+_PARAM = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)(?::(path))?\}$")
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclass(frozen=True, slots=True)
+class _Level:
+    literal: str | None  # None for a parameter
+    param: str | None
+    is_path: bool
+
+
+@dataclass(frozen=True, slots=True)
+class TopicTemplate:
+    """A compiled topic template such as ``devices/{device_id}/add``."""
+
+    template: str
+    levels: tuple[_Level, ...]
+
+    @classmethod
+    def parse(cls, template: str) -> TopicTemplate:
+        """Compile ``template`` or raise :class:`TemplateError` saying what is wrong."""
+        if not template:
+            raise TemplateError("topic template is empty")
+        if template.startswith("$"):
+            raise TemplateError(f"topic template {template!r} must not start with '$'")
+        parts = template.split("/")
+        levels: list[_Level] = []
+        seen: set[str] = set()
+        for index, part in enumerate(parts):
+            if "+" in part or "#" in part:
+                raise TemplateError(f"topic template {template!r} uses an MQTT wildcard; use {{name}} or {{name:path}}")
+            if "{" in part or "}" in part:
+                match = _PARAM.match(part)
+                if match is None:
+                    raise TemplateError(
+                        f"topic template {template!r}: level {part!r} must be a whole {{name}} or {{name:path}}"
+                    )
+                name, path = match.group(1), match.group(2)
+                if name in seen:
+                    raise TemplateError(f"topic template {template!r} repeats parameter {name!r}")
+                if path and index != len(parts) - 1:
+                    raise TemplateError(f"topic template {template!r}: {{{name}:path}} must be the last level")
+                seen.add(name)
+                levels.append(_Level(None, name, bool(path)))
+            else:
+                levels.append(_Level(part, None, False))
+        return cls(template, tuple(levels))
+
+    @property
+    def params(self) -> tuple[str, ...]:
+        """Parameter names in order of appearance."""
+        return tuple(level.param for level in self.levels if level.param is not None)
+
+    @property
+    def mqtt_filter(self) -> str:
+        """The MQTT subscription filter this template matches."""
+        out = []
+        for level in self.levels:
+            if level.literal is not None:
+                out.append(level.literal)
+            else:
+                out.append("#" if level.is_path else "+")
+        return "/".join(out)
+
+    def match(self, topic: str) -> dict[str, str] | None:
+        """Return the parameters when ``topic`` matches, else ``None``.
+
+        ``{name}`` never matches an empty level; ``{name:path}`` matches one or
+        more levels.
+        """
+        parts = topic.split("/")
+        params: dict[str, str] = {}
+        for index, level in enumerate(self.levels):
+            if level.is_path:
+                rest = parts[index:]
+                if not rest or rest == [""]:
+                    return None
+                params[level.param or ""] = "/".join(rest)
+                return params
+            if index >= len(parts):
+                return None
+            part = parts[index]
+            if level.literal is not None:
+                if part != level.literal:
+                    return None
+            else:
+                if not part:
+                    return None
+                params[level.param or ""] = part
+        if len(parts) != len(self.levels):
+            return None
+        return params
+
+    def render(self, params: dict[str, str]) -> str:
+        """Fill the template with ``params`` (used for ``publish=`` targets)."""
+        out = []
+        for level in self.levels:
+            if level.literal is not None:
+                out.append(level.literal)
+            else:
+                try:
+                    out.append(params[level.param or ""])
+                except KeyError:
+                    raise TemplateError(f"topic template {self.template!r} needs parameter {level.param!r}") from None
+        return "/".join(out)
+
+
+def filter_matches(mqtt_filter: str, topic: str) -> bool:
+    """True when ``topic`` matches the MQTT subscription ``mqtt_filter``."""
+    if topic.startswith("$") and not mqtt_filter.startswith("$"):
+        return False
+    f_parts = mqtt_filter.split("/")
+    t_parts = topic.split("/")
+    for index, f in enumerate(f_parts):
+        if f == "#":
+            return True
+        if index >= len(t_parts):
+            return False
+        if f != "+" and f != t_parts[index]:
+            return False
+    return len(f_parts) == len(t_parts)
+
+
+def filters_overlap(a: str, b: str) -> bool:
+    """True when some topic matches both MQTT filters ``a`` and ``b``."""
+    a_parts, b_parts = a.split("/"), b.split("/")
+    for index in range(max(len(a_parts), len(b_parts))):
+        x = a_parts[index] if index < len(a_parts) else None
+        y = b_parts[index] if index < len(b_parts) else None
+        if x == "#" or y == "#":
+            # '#' also matches the parent level ("a/#" matches "a").
+            return True
+        if x is None or y is None:
+            return False
+        if x != "+" and y != "+" and x != y:
+            return False
+    return True
+
+
+def filter_covers(outer: str, inner: str) -> bool:
+    """True when every topic matched by ``inner`` is matched by ``outer``."""
+    o_parts, i_parts = outer.split("/"), inner.split("/")
+    for index, o in enumerate(o_parts):
+        if o == "#":
+            return True
+        if index >= len(i_parts):
+            return False
+        i = i_parts[index]
+        if i == "#":
+            return False
+        if o != "+" and (i == "+" or i != o):
+            return False
+    return len(o_parts) == len(i_parts)
+
+
+def validate_filter(mqtt_filter: str) -> str:
+    """Check an MQTT filter given in the settings; return it or raise :class:`TemplateError`."""
+    parts = mqtt_filter.split("/")
+    for index, part in enumerate(parts):
+        if ("#" in part and (part != "#" or index != len(parts) - 1)) or ("+" in part and part != "+"):
+            raise TemplateError(f"invalid MQTT filter {mqtt_filter!r}")
+    if not mqtt_filter:
+        raise TemplateError("MQTT filter is empty")
+    return mqtt_filter
+
+
+def is_valid_param_name(name: str) -> bool:
+    """True for names usable as ``{name}`` parameters."""
+    return bool(_NAME.match(name))

@@ -1,0 +1,76 @@
+"""The transport interface: what the gateway needs from an MQTT client.
+
+Implementations hand inbound messages to an :class:`asyncio.Queue` owned by the
+event loop and never do work in their network callbacks. The rest of the
+gateway speaks only these types.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class InboundMessage:
+    """A PUBLISH received from the broker."""
+
+    topic: str
+    payload: bytes
+    qos: int
+    received_at: float  # time.monotonic() when the transport saw it
+    response_topic: str | None = None
+    correlation_data: bytes | None = None
+    message_expiry: int | None = None  # seconds left, as the broker delivered it
+    retain: bool = False
+    ack_token: object = field(default=None, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundMessage:
+    """A PUBLISH the gateway (or a client) sends."""
+
+    topic: str
+    payload: bytes
+    qos: int = 0
+    correlation_data: bytes | None = None
+    response_topic: str | None = None
+    message_expiry: int | None = None
+
+
+class Transport(abc.ABC):
+    """An MQTT connection driven by the gateway's event loop."""
+
+    #: Messages received from the broker, in order of arrival.
+    messages: asyncio.Queue[InboundMessage]
+
+    @abc.abstractmethod
+    async def connect(self, timeout: float) -> None:
+        """Connect (retrying with backoff up to ``timeout`` seconds) or raise ``BrokerUnreachable``."""
+
+    @abc.abstractmethod
+    async def subscribe(self, filters: Sequence[str], qos: int) -> None:
+        """Subscribe to ``filters`` (kept across reconnects) or raise ``SubscriptionRefused``."""
+
+    @abc.abstractmethod
+    def publish(self, message: OutboundMessage) -> None:
+        """Queue ``message`` for sending; never blocks."""
+
+    @abc.abstractmethod
+    def ack(self, message: InboundMessage) -> None:
+        """Acknowledge a QoS 1/2 ``message`` to the broker; call in order of arrival."""
+
+    @abc.abstractmethod
+    async def drain(self, timeout: float) -> None:
+        """Wait until queued QoS 1/2 publishes are acknowledged by the broker, up to ``timeout``."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Disconnect cleanly."""
+
+    @property
+    @abc.abstractmethod
+    def protocol_version(self) -> int:
+        """5 or 4 (MQTT 3.1.1)."""

@@ -1,0 +1,48 @@
+"""Shared fixtures: a real mosquitto per test session and real gateway processes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from gateway.devbroker import LocalBroker
+from tests.support.gateway_process import GatewayProcess
+from tests.support.probe import Probe
+
+
+@pytest.fixture(scope="session")
+def broker() -> Iterator[LocalBroker]:
+    """A private mosquitto on a free port, with the project's configuration."""
+    with LocalBroker() as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where gateway logs go."""
+    return tmp_path_factory.mktemp("gateway-logs")
+
+
+@pytest.fixture
+def start_gateway(broker: LocalBroker, logs: Path) -> Iterator[Callable[..., GatewayProcess]]:
+    """Start gateways with extra flags; all are stopped at the end of the test."""
+    started: list[GatewayProcess] = []
+
+    def start(*extra: str, **kwargs: object) -> GatewayProcess:
+        gateway = GatewayProcess(broker.address, logs, *extra, **kwargs)  # type: ignore[arg-type]
+        started.append(gateway)
+        return gateway.start()
+
+    yield start
+    for gateway in started:
+        gateway.kill()
+
+
+@pytest.fixture
+def probe(broker: LocalBroker) -> Iterator[Probe]:
+    """An MQTT 5 device connection."""
+    client = Probe(broker.port)
+    yield client
+    client.close()

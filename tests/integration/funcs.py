@@ -1,0 +1,56 @@
+"""Functions for the integration tests: crashes, hangs, bad results, counters."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+from gateway.registry import Router
+
+router = Router()
+
+
+@router.function("devices/{device_id}/crash")
+def crash(code: int = 3) -> None:
+    """Kill the worker process the way a native extension would."""
+    os._exit(code)
+
+
+@router.function("devices/{device_id}/segfault")
+def segfault() -> None:
+    """Die of SIGSEGV."""
+    os.kill(os.getpid(), signal.SIGSEGV)
+
+
+@router.function("devices/{device_id}/hang", timeout=1.0)
+def hang(seconds: float = 60.0) -> None:
+    """Sleep past the one-second timeout."""
+    time.sleep(seconds)
+
+
+@router.function("devices/{device_id}/opaque")
+def opaque() -> object:
+    """Return something msgpack cannot encode."""
+    return object()
+
+
+@router.function("devices/{device_id}/big")
+def big(size: int) -> bytes:
+    """Return ``size`` bytes (over the result limit when large)."""
+    return b"x" * size
+
+
+@router.function("devices/{device_id}/where")
+def where() -> int:
+    """The pid of the process that ran the call."""
+    return os.getpid()
+
+
+@router.function("devices/{device_id}/mark")
+def mark(path: str, token: str) -> str:
+    """Append ``token`` to a file: counts how often a call really ran."""
+    with Path(path).open("a") as handle:
+        handle.write(token + "\n")
+    return token

@@ -1,0 +1,74 @@
+"""The roost command line: functions table, check, and one clear line for bad settings."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.support.gateway_process import ROOT
+
+
+def roost(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    return subprocess.run([sys.executable, "-m", "gateway", *args], capture_output=True, text=True, timeout=60,
+                          cwd=ROOT, env=full_env)
+
+
+def test_functions_prints_templates_filters_schemas_and_executors() -> None:
+    out = roost("functions")
+    assert out.returncode == 0, out.stderr
+    for expected in ("devices/{device_id}/add", "devices/+/add", "a: int, b: int", "local",
+                     "alerts/{device_id}/temperature"):
+        assert expected in out.stdout
+    inline = roost("functions", "--executor", "inline")
+    assert "inline" in inline.stdout
+
+
+def test_bad_setting_stops_with_one_line_naming_it(tmp_path: Path) -> None:
+    out = roost("run", "--workers", "0")
+    assert out.returncode == 78
+    assert out.stderr.strip() == "roost: invalid setting 'workers': Input should be greater than or equal to 1"
+    config = tmp_path / "roost.toml"
+    config.write_text('executor = "gpu"\n')
+    out = roost("run", "--config", str(config))
+    assert out.returncode == 78
+    assert out.stderr.strip() == "roost: invalid setting 'executor': Input should be 'local' or 'inline'"
+    out = roost("run", env={"ROOST_BROKER": "nohost:abc"})
+    assert out.stderr.strip() == "roost: invalid setting 'broker': broker port must be a number, got 'abc'"
+
+
+def test_overlapping_templates_stop_the_start(tmp_path: Path) -> None:
+    module = tmp_path / "clash_funcs.py"
+    module.write_text(
+        "from gateway.registry import Router\n"
+        "router = Router()\n"
+        "@router.function('devices/{device_id}/add')\n"
+        "def other_add(a: int) -> int:\n"
+        "    return a\n"
+    )
+    out = roost("check", "--functions", "functions.examples", "--functions", "clash_funcs",
+                env={"PYTHONPATH": f"{ROOT}:{tmp_path}"})
+    assert out.returncode == 78
+    assert "topic templates 'devices/{device_id}/add' (functions.examples.add) and 'devices/{device_id}/add'" \
+        in out.stderr
+    assert "can match the same topic" in out.stderr
+
+
+def test_missing_function_module() -> None:
+    out = roost("check", "--functions", "no.such.module")
+    assert out.returncode == 78
+    assert "cannot import function module 'no.such.module'" in out.stderr
+
+
+def test_unreachable_broker_exits_69() -> None:
+    out = roost("run", "--broker", "127.0.0.1:1", "--executor", "inline", env={"ROOST_CONNECT_TIMEOUT": "0.5"})
+    assert out.returncode == 69
+    assert "cannot reach the broker at 127.0.0.1:1" in out.stderr
+
+
+def test_call_rejects_malformed_arguments() -> None:
+    out = roost("call", "--broker", "127.0.0.1:1", "devices/d1/add", "a")
+    assert out.returncode == 64
+    assert "argument 'a' is not NAME=VALUE" in out.stderr

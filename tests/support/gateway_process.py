@@ -1,0 +1,68 @@
+"""Start and stop a real gateway process (``python -m gateway run``) for integration tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class GatewayProcess:
+    """A gateway subprocess whose stderr goes to a log file; ready once it logs 'serving'."""
+
+    def __init__(
+        self, broker: str, log_dir: Path, *extra: str, client_id: str | None = None, env: dict[str, str] | None = None
+    ) -> None:
+        self.broker = broker
+        self.client_id = client_id or f"roost-test-{uuid.uuid4().hex[:8]}"
+        self.log_path = log_dir / f"{self.client_id}-{uuid.uuid4().hex[:4]}.log"
+        self.args = [sys.executable, "-m", "gateway", "run", "--broker", broker, "--client-id", self.client_id, *extra]
+        self.env = dict(os.environ, PYTHONPATH=str(ROOT), **(env or {}))
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 30.0) -> GatewayProcess:
+        """Start and wait until the gateway has subscribed."""
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(self.args, cwd=ROOT, env=self.env, stdout=log, stderr=log)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if "serving " in self.log()[offset:]:
+                return self
+            if self.process.poll() is not None:
+                raise AssertionError(f"gateway exited with {self.process.returncode}:\n{self.log()[offset:]}")
+            time.sleep(0.02)
+        raise AssertionError(f"gateway not ready within {timeout} s:\n{self.log()[offset:]}")
+
+    def log(self) -> str:
+        """Everything the gateway logged so far."""
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, timeout: float = 20.0) -> int:
+        """SIGTERM by pid, wait, SIGKILL if needed; returns the exit code."""
+        process = self.process
+        if process is None:
+            return 0
+        self.process = None
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                return process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+                raise AssertionError(f"gateway did not stop on SIGTERM:\n{self.log()[-3000:]}") from None
+        return process.returncode
+
+    def kill(self) -> None:
+        """SIGKILL the gateway and its process group children (workers die with the pipe)."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(5)
+            self.process = None

@@ -1,0 +1,175 @@
+"""The dispatcher with the in-memory transport and the inline executor: routing and every reply path."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import msgpack
+import pytest
+
+from gateway.dispatch import Dispatcher, DispatchOptions
+from gateway.executors.base import Call, Executor
+from gateway.executors.inline import InlineExecutor
+from gateway.registry import Registry, Router
+from gateway.topics import TopicTemplate
+from gateway.transport.base import InboundMessage
+from gateway.transport.memory import MemoryTransport
+
+router = Router()
+
+
+@router.function("devices/{device_id}/add")
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+@router.function("devices/{device_id}/boom")
+def boom() -> None:
+    raise ValueError("bad sensor")
+
+
+@router.function("devices/{device_id}/opaque")
+def opaque() -> object:
+    return object()
+
+
+@router.function("devices/{device_id}/temp", publish="alerts/{device_id}")
+def temp(device_id: str, c: float) -> dict[str, Any] | None:
+    return {"device_id": device_id, "c": c} if c > 30 else None
+
+
+@router.function("devices/{device_id}/nap")
+async def nap(seconds: float) -> str:
+    await asyncio.sleep(seconds)
+    return "rested"
+
+
+class BrokenExecutor(InlineExecutor):
+    """An executor with a bug: its future fails with a plain exception."""
+
+    def submit(self, call: Call) -> asyncio.Future[bytes]:
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        future.set_exception(KeyError("bug"))
+        return future
+
+
+def make(executor: Executor | None = None) -> tuple[Dispatcher, MemoryTransport]:
+    transport = MemoryTransport()
+    namespace = (TopicTemplate.parse("devices/{device_id}/{function:path}"),)
+    dispatcher = Dispatcher(
+        Registry.from_specs(router.specs),
+        {"inline": executor or InlineExecutor(10, 1000)},
+        "inline",
+        transport,
+        DispatchOptions(namespace=namespace, max_payload_bytes=1000, call_timeout=1.0),
+        ["devices/+/#"],
+    )
+    return dispatcher, transport
+
+
+def msg(
+    topic: str,
+    args: Any = None,
+    *,
+    raw: bytes | None = None,
+    rt: str | None = "r/1",
+    qos: int = 1,
+    expiry: int | None = None,
+    received_at: float | None = None,
+) -> InboundMessage:
+    payload = raw if raw is not None else msgpack.packb(args or {}, use_bin_type=True)
+    return InboundMessage(topic, payload, qos, received_at or time.monotonic(), rt, b"c" if rt else None, expiry)
+
+
+def run(
+    dispatcher: Dispatcher,
+    transport: MemoryTransport,
+    *messages: InboundMessage,
+    until: Callable[[], bool] | None = None,
+) -> list[Any]:
+    async def go() -> None:
+        for message in messages:
+            dispatcher.handle(message)
+        deadline = time.monotonic() + 5
+        while not (until() if until else len(transport.published) >= len(messages)):
+            assert time.monotonic() < deadline, "no reply in time"
+            await asyncio.sleep(0.001)
+
+    asyncio.run(go())
+    return [msgpack.unpackb(m.payload) for m in transport.published]
+
+
+def test_result_reply_goes_to_response_topic_with_correlation() -> None:
+    dispatcher, transport = make()
+    assert run(dispatcher, transport, msg("devices/d1/add", {"a": 2, "b": 3})) == [{"result": 5}]
+    out = transport.published[0]
+    assert (out.topic, out.qos, out.correlation_data) == ("r/1", 1, b"c")
+    assert len(transport.acked) == 1
+
+
+@pytest.mark.parametrize(
+    ("message", "code", "text"),
+    [
+        (msg("devices/d1/add", raw=b"\xc1"), "bad_payload", "not valid msgpack"),
+        (msg("devices/d1/add", raw=b"\x00" * 1001), "bad_payload", "over the limit of 1000"),
+        (msg("devices/d1/add", {"a": 1}), "invalid_arguments", "b: Field required"),
+        (msg("devices/d1/nothing"), "not_found", "no function is registered at 'devices/d1/nothing'"),
+        (msg("devices/d1/boom"), "function_error", "ValueError: bad sensor"),
+        (msg("devices/d1/opaque"), "bad_result", "cannot encode object of type object"),
+        (msg("devices/d1/add", {"a": 1, "b": 1}, expiry=1, received_at=time.monotonic() - 5), "timeout", "expired"),
+        (msg("devices/d1/nap", {"seconds": 5}), "timeout", "did not finish within 1 s"),
+    ],
+)
+def test_error_codes(message: InboundMessage, code: str, text: str) -> None:
+    dispatcher, transport = make()
+    [reply] = run(dispatcher, transport, message)
+    assert reply["error"]["code"] == code
+    assert text in reply["error"]["message"]
+
+
+def test_overloaded_when_the_queue_is_full() -> None:
+    dispatcher, transport = make(InlineExecutor(max_queue=2, max_result_bytes=1000))
+    naps = [msg("devices/d1/nap", {"seconds": 0.05}) for _ in range(3)]
+    replies = run(dispatcher, transport, *naps)
+    codes = sorted(r.get("error", {}).get("code", "ok") for r in replies)
+    assert codes == ["ok", "ok", "overloaded"]
+
+
+def test_executor_bug_is_answered_internal() -> None:
+    dispatcher, transport = make(BrokenExecutor(10, 1000))
+    [reply] = run(dispatcher, transport, msg("devices/d1/add", {"a": 1, "b": 2}))
+    assert reply == {"error": {"code": "internal", "message": "internal gateway error"}}
+
+
+def test_reply_loop_and_wildcard_reply_topics_are_dropped() -> None:
+    dispatcher, transport = make()
+    looped = msg("devices/d1/add", {"a": 1, "b": 2}, rt="devices/d1/add")
+    wildcard = msg("devices/d1/add", {"a": 1, "b": 2}, rt="replies/+")
+    ok = msg("devices/d1/add", {"a": 1, "b": 2})
+    assert run(dispatcher, transport, looped, wildcard, ok, until=lambda: len(transport.published) >= 1) == [
+        {"result": 3}
+    ]
+
+
+def test_event_publishes_result_to_publish_template_and_none_publishes_nothing() -> None:
+    dispatcher, transport = make()
+    hot = msg("devices/d7/temp", {"c": 35.0}, rt=None)
+    cold = msg("devices/d7/temp", {"c": 20.0}, rt=None)
+    run(dispatcher, transport, cold, hot, until=lambda: len(transport.published) >= 1)
+    [alert] = transport.published
+    assert alert.topic == "alerts/d7"
+    assert msgpack.unpackb(alert.payload) == {"device_id": "d7", "c": 35.0}
+
+
+def test_311_not_found_replies_on_the_device_reply_topic() -> None:
+    dispatcher, transport = make()
+    message = msg("devices/d3/missing", {"$cid": "k"}, rt=None)
+    [reply] = run(dispatcher, transport, message)
+    assert reply == {
+        "error": {"code": "not_found", "message": "no function is registered at 'devices/d3/missing'"},
+        "$cid": "k",
+    }
+    assert transport.published[0].topic == "roost/replies/d3"
