@@ -15,6 +15,7 @@ from typing import Any
 
 from gateway import codec
 from gateway.errors import RoostError, WireError, error_for_code
+from gateway.topics import filter_matches
 from gateway.transport import ConnectOptions, OutboundMessage, Transport, create_transport
 from gateway.transport.base import InboundMessage
 
@@ -69,6 +70,7 @@ class RequestClient:
         )
         self._transport: Transport = create_transport(transport, options)
         self._waiters: dict[bytes, asyncio.Future[InboundMessage]] = {}
+        self._listeners: dict[str, asyncio.Queue[InboundMessage]] = {}
         self._reader: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> RequestClient:
@@ -87,6 +89,10 @@ class RequestClient:
             message = await self._transport.messages.get()
             if message.qos:
                 self._transport.ack(message)
+            listener = next((q for f, q in self._listeners.items() if filter_matches(f, message.topic)), None)
+            if listener is not None:
+                listener.put_nowait(message)
+                continue
             key = message.correlation_data
             if key is None:
                 try:
@@ -133,6 +139,13 @@ class RequestClient:
         finally:
             self._waiters.pop(cid, None)
         return decode_reply(message.payload)
+
+    async def listen(self, topic_filter: str) -> asyncio.Queue[InboundMessage]:
+        """Subscribe to ``topic_filter``; its messages go to the returned queue."""
+        queue: asyncio.Queue[InboundMessage] = asyncio.Queue()
+        self._listeners[topic_filter] = queue
+        await self._transport.subscribe([topic_filter], qos=1)
+        return queue
 
     def publish_event(self, topic: str, args: dict[str, Any], qos: int = 1) -> None:
         """Publish a request that asks for no reply (an event)."""

@@ -14,6 +14,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from gateway import codec
 from gateway.client import NoReply, Reply, RequestClient
 from gateway.config import BrokerAddress, Settings
 from gateway.errors import RoostError
@@ -42,6 +43,11 @@ def _show(reply: Reply) -> str:
             f"\n  details: {pretty_repr(reply.error.details)}" if reply.error.details else ""
         )
     return pretty_repr(reply.result)
+
+
+def decode_alert(payload: bytes) -> Reply:
+    """An event handler's published value, shown like a result."""
+    return Reply(result=codec.decode(payload, max(len(payload), 1)))
 
 
 def call_command(ns: argparse.Namespace) -> int:
@@ -104,6 +110,8 @@ def demo_command(ns: argparse.Namespace) -> int:
                 ns.executor,
                 "--client-id",
                 f"roost-demo-{os.getpid()}",
+                "--log-level",
+                "WARNING",
             ],
             env=env,
         )
@@ -134,7 +142,10 @@ async def _demo_calls(address: str, console: Console) -> int:
         for topic, args in DEMO_CALLS:
             reply = await client.request(topic, args, timeout=5.0)
             console.print(f"[cyan]{topic}[/cyan] {args} → {_show(reply)}")
-        client.publish_event("devices/pi-1/readings/temperature", {"celsius": 35.5})
-        await client.drain()
-        console.print("[cyan]devices/pi-1/readings/temperature[/cyan] {'celsius': 35.5} → event (alert published)")
+        alerts = await client.listen("alerts/+/temperature")
+        for celsius in (21.0, 35.5):
+            client.publish_event("devices/pi-1/readings/temperature", {"celsius": celsius})
+            console.print(f"[cyan]devices/pi-1/readings/temperature[/cyan] {{'celsius': {celsius}}} → event, no reply")
+        alert = await asyncio.wait_for(alerts.get(), 5.0)
+        console.print(f"[magenta]{alert.topic}[/magenta] ← {_show(decode_alert(alert.payload))}")
     return EXIT_OK

@@ -72,3 +72,26 @@ def test_call_rejects_malformed_arguments() -> None:
     out = roost("call", "--broker", "127.0.0.1:1", "devices/d1/add", "a")
     assert out.returncode == 64
     assert "argument 'a' is not NAME=VALUE" in out.stderr
+
+
+def test_demo_runs_end_to_end() -> None:
+    out = roost("demo")
+    assert out.returncode == 0, out.stderr + out.stdout
+    assert "devices/pi-1/add {'a': 1, 'b': 2} → 3" in out.stdout
+    assert "error not_found" in out.stdout
+    assert "alerts/pi-1/temperature ← {'device_id': 'pi-1', 'celsius': 35.5" in out.stdout
+
+
+def test_readme_settings_example_is_valid(tmp_path: Path) -> None:
+    """The TOML in the README loads (with the TLS files it names made to exist)."""
+    readme = (ROOT / "README.md").read_text()
+    toml = readme.split("```toml\n", 1)[1].split("```", 1)[0]
+    for name in ("ca.pem", "gw.pem", "gw.key"):
+        (tmp_path / name).write_text("x")
+        toml = toml.replace(f"/etc/roost/{name}", str(tmp_path / name))
+    config = tmp_path / "roost.toml"
+    config.write_text(toml)
+    from gateway.config import load_settings
+
+    settings = load_settings(config)
+    assert (settings.client_id, settings.workers, settings.limits.max_queue) == ("roost-gw1", 2, 1000)
