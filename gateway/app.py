@@ -56,7 +56,7 @@ class Gateway:
     def __init__(self, settings: Settings, registry: Registry, transport: Transport | None = None) -> None:
         self.settings = settings
         self.registry = registry
-        self.transport = transport or create_transport(settings.transport, ConnectOptions.from_settings(settings))
+        self.transport = transport or create_transport(settings.transport_kind, ConnectOptions.from_settings(settings))
         self.executors = build_executors(settings, registry)
         self.namespace = tuple(TopicTemplate.parse(t) for t in settings.namespace)
         self.filters = subscriptions(registry, self.namespace)
@@ -92,7 +92,7 @@ class Gateway:
                 len(self.registry.specs),
                 self.settings.broker,
                 self.settings.executor,
-                self.settings.transport,
+                self.settings.transport_kind,
                 self.settings.mqtt_version,
             )
             self.ready.set()

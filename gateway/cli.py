@@ -33,7 +33,7 @@ def _settings_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mqtt-version", dest="mqtt_version", choices=["5", "3.1.1"])
     parser.add_argument("--executor", choices=["local", "inline"])
     parser.add_argument("--workers", type=int, help="warm worker processes of the local executor")
-    parser.add_argument("--transport", choices=["paho"])
+    parser.add_argument("--transport", choices=["fast", "paho"], help="MQTT client (default: fast for MQTT 5)")
     parser.add_argument(
         "--functions", action="append", help="function module to load (repeatable; replaces the defaults)"
     )

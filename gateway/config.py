@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import pydantic
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -115,7 +115,8 @@ class Settings(BaseSettings):
     functions: Annotated[tuple[str, ...], NoDecode] = DEFAULT_FUNCTIONS
     namespace: Annotated[tuple[str, ...], NoDecode] = ("devices/{device_id}/{function:path}",)
     reply_prefix: str = "roost/replies"
-    transport: Literal["paho"] = "paho"
+    # Default: the fast asyncio transport for MQTT 5, paho for MQTT 3.1.1.
+    transport: Literal["fast", "paho"] | None = Field(default=None, validate_default=True)
     executor: Literal["local", "inline"] = "local"
     workers: Positive = 2
     limits: Limits = Limits()
@@ -126,6 +127,16 @@ class Settings(BaseSettings):
     @classmethod
     def _parse_broker(cls, value: Any) -> Any:
         return BrokerAddress.parse(value) if isinstance(value, str) else value
+
+    @field_validator("transport")
+    @classmethod
+    def _pick_transport(cls, value: str | None, info: ValidationInfo) -> str:
+        version = info.data.get("mqtt_version", "5")
+        if value is None:
+            return "paho" if version == "3.1.1" else "fast"
+        if value == "fast" and version == "3.1.1":
+            raise ValueError('the fast transport speaks MQTT 5 only; use transport = "paho" for MQTT 3.1.1')
+        return value
 
     @field_validator("functions", "namespace", mode="before")
     @classmethod
@@ -150,6 +161,11 @@ class Settings(BaseSettings):
         if not value or "+" in value or "#" in value or value.endswith("/"):
             raise ValueError("must be a topic without wildcards or a trailing '/'")
         return value
+
+    @property
+    def transport_kind(self) -> str:
+        """The transport in use (the validator has replaced a missing one)."""
+        return self.transport or "fast"
 
     @classmethod
     def settings_customise_sources(

@@ -58,6 +58,9 @@ class LocalBroker:
     def write_config(self) -> Path:
         """Write the full configuration file and return its path."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        # Started as root, mosquitto drops to the "mosquitto" user: it must be able to write
+        # its persistence file here, or sessions do not survive a broker restart.
+        self.data_dir.chmod(0o777)
         config = self.data_dir / "mosquitto.conf"
         config.write_text(
             base_config()

@@ -9,7 +9,7 @@ __all__ = ["ConnectOptions", "InboundMessage", "OutboundMessage", "Transport", "
 
 
 def create_transport(kind: str, options: ConnectOptions) -> Transport:
-    """The transport named ``kind`` ("paho", or "memory" for unit tests).
+    """The transport named ``kind`` ("fast", "paho", or "memory" for unit tests).
 
     Imported lazily so only the chosen library loads.
     """
@@ -17,6 +17,10 @@ def create_transport(kind: str, options: ConnectOptions) -> Transport:
         from gateway.transport.memory import MemoryTransport
 
         return MemoryTransport(options.mqtt_version)
+    if kind == "fast":
+        from gateway.transport.fast import FastTransport
+
+        return FastTransport(options)
     if kind == "paho":
         from gateway.transport.paho import PahoTransport
 

@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: building a frozen dataclass costs ~1.5 µs more, on every request.
+@dataclass(slots=True)
 class InboundMessage:
     """A PUBLISH received from the broker."""
 

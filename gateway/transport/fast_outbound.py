@@ -1,0 +1,275 @@
+"""Outbound session state of the fast transport, without I/O: packet ids and the in-flight window.
+
+:class:`OutboundSession` outlives connections. While connected it writes
+through the ``send`` callable given to :meth:`OutboundSession.connected`; while
+not, QoS 1/2 publishes wait in memory and QoS 0 ones are dropped (as paho does).
+
+A QoS 1/2 publish takes a packet id only while fewer than the broker's Receive
+Maximum (and ``max_inflight``) are unacknowledged; the rest wait, in order.
+After a reconnect that resumes the session the unacknowledged ones are sent
+again with DUP set (PUBREL for those already PUBREC'd); when the session is
+gone they are published again as new messages (at least once). A publish larger
+than the broker's Maximum Packet Size is refused with a log line, not sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from collections.abc import Callable
+
+import mqtt5
+from mqtt5 import PublishPacket, PubRelPacket, QoS
+
+from gateway.errors import TransportError
+from gateway.transport.base import OutboundMessage
+from gateway.transport.fast_reader import is_codec_panic
+
+log = logging.getLogger(__name__)
+
+_QOS = (QoS.AT_MOST_ONCE, QoS.AT_LEAST_ONCE, QoS.EXACTLY_ONCE)
+MAX_PACKET_SIZE = 268_435_455 + 5  # largest Remaining Length plus the fixed header
+_LARGE_PAYLOAD = 1 << 27
+_PUBREL_UNKNOWN = mqtt5.PubRelReasonCode.PACKET_ID_NOT_FOUND
+
+
+class _Outgoing:
+    """An outbound QoS 1/2 publish holding a packet id until the broker completes it."""
+
+    __slots__ = ("message", "qos", "released")
+
+    def __init__(self, message: OutboundMessage, qos: int) -> None:
+        self.message = message
+        self.qos = qos
+        self.released = False  # QoS 2: PUBREC received, PUBREL sent, waiting for PUBCOMP
+
+
+def encode_publish(message: OutboundMessage, qos: int, packet_id: int | None, duplicate: bool = False) -> bytes:
+    """The PUBLISH packet for ``message``; ``ValueError`` if the codec cannot encode it."""
+    payload = message.payload
+    if type(payload) is not bytes:
+        payload = bytes(payload)  # the codec takes exactly bytes
+    if len(payload) >= _LARGE_PAYLOAD and len(payload) + len(message.topic) >= MAX_PACKET_SIZE - 64:
+        raise ValueError(f"a {len(payload)}-byte payload is over MQTT's 256 MiB packet limit")  # the codec panics
+    try:
+        return PublishPacket(
+            message.topic,
+            payload,
+            qos=_QOS[qos],
+            packet_id=packet_id,
+            duplicate=duplicate,
+            response_topic=message.response_topic or None,
+            correlation_data=message.correlation_data,
+            message_expiry_interval=message.message_expiry or None,
+        ).write()
+    except (OverflowError, IndexError) as exc:
+        raise ValueError(f"cannot encode a publish to {message.topic!r}: {exc}") from None
+    except BaseException as exc:
+        if is_codec_panic(exc):
+            raise ValueError(f"cannot encode a publish to {message.topic!r}: {exc}") from None
+        raise
+
+
+class OutboundSession:
+    """Packet ids, in-flight and waiting QoS 1/2 publishes, across reconnects."""
+
+    def __init__(self, max_inflight: int) -> None:
+        self.max_inflight = max(1, max_inflight)
+        self._send: Callable[[bytes], None] | None = None
+        self._window = self.max_inflight
+        self._max_packet_size = MAX_PACKET_SIZE
+        self._max_qos = 2
+        self._next_id = 1
+        self._reserved: set[int] = set()  # ids of SUBSCRIBEs in flight
+        self._inflight: dict[int, _Outgoing] = {}  # insertion order is sending order
+        self._waiting: collections.deque[OutboundMessage] = collections.deque()
+        self._drainers: list[asyncio.Future[None]] = []
+
+    # -- connection lifecycle ---------------------------------------------------------
+
+    def connected(self, connack: mqtt5.ConnAckPacket, send: Callable[[bytes], None]) -> None:
+        """Adopt the broker's limits and resend (session present) or republish (session gone)."""
+        self._send = send
+        self._window = min(connack.receive_max, self.max_inflight)
+        self._max_packet_size = connack.max_packet_size or MAX_PACKET_SIZE
+        self._max_qos = connack.max_qos.value
+        if connack.session_present:
+            for packet_id, out in list(self._inflight.items()):
+                if out.released:
+                    send(PubRelPacket(packet_id).write())
+                    continue
+                try:
+                    send(encode_publish(out.message, out.qos, packet_id, duplicate=True))
+                except ValueError as exc:
+                    log.warning("dropped an unacknowledged publish to %r: %s", out.message.topic, exc)
+                    del self._inflight[packet_id]
+        else:
+            # The broker forgot the session: what it had not acknowledged is published again as new
+            # messages (at least once); a PUBREC'd QoS 2 message was already taken over by the broker.
+            again = [out.message for out in self._inflight.values() if not out.released]
+            self._inflight.clear()
+            self._waiting.extendleft(reversed(again))
+        self._pump()
+
+    def disconnected(self) -> None:
+        """Stop writing; what is unacknowledged stays for the next connection."""
+        self._send = None
+
+    def publish(self, message: OutboundMessage) -> None:
+        """Send now, or queue a QoS 1/2 message until connected and within the window."""
+        qos = message.qos
+        if qos > self._max_qos:
+            if qos > 2:
+                raise ValueError(f"invalid QoS {qos} for a publish to {message.topic!r}")
+            qos = self._max_qos  # the broker's Maximum QoS
+        send = self._send
+        if qos <= 0:
+            if qos < 0:
+                raise ValueError(f"invalid QoS {qos} for a publish to {message.topic!r}")
+            if send is None:
+                log.debug("dropped a QoS 0 publish to %r while disconnected", message.topic)
+                return
+            data = encode_publish(message, 0, None)
+            if len(data) <= self._max_packet_size:
+                send(data)
+            else:
+                self._refuse(data, message)
+            return
+        inflight = self._inflight
+        if send is not None and len(inflight) < self._window and not self._waiting:
+            packet_id = self._next_id
+            if packet_id in inflight or packet_id in self._reserved:
+                packet_id = self.allocate_id()
+            else:
+                self._next_id = packet_id + 1 if packet_id < 65535 else 1
+            data = encode_publish(message, qos, packet_id)
+            if len(data) <= self._max_packet_size:
+                inflight[packet_id] = _Outgoing(message, qos)
+                send(data)
+            else:
+                self._refuse(data, message)
+            return
+        # Validate now so a bad message fails in the caller, not later in _pump.
+        if self._fits(encode_publish(message, qos, 1), message):
+            self._waiting.append(message)
+
+    def _fits(self, data: bytes, message: OutboundMessage) -> bool:
+        if len(data) <= self._max_packet_size:
+            return True
+        self._refuse(data, message)
+        return False
+
+    def _refuse(self, data: bytes, message: OutboundMessage) -> None:
+        log.warning(
+            "refused a publish to %r: %d bytes exceed the broker's Maximum Packet Size of %d",
+            message.topic,
+            len(data),
+            self._max_packet_size,
+        )
+
+    def _pump(self) -> None:
+        """Send waiting publishes while the window allows."""
+        send = self._send
+        waiting = self._waiting
+        while send is not None and waiting and len(self._inflight) < self._window:
+            message = waiting.popleft()
+            qos = min(message.qos, self._max_qos)
+            packet_id = self.allocate_id() if qos else None
+            try:
+                data = encode_publish(message, qos, packet_id)
+            except ValueError as exc:
+                log.warning("dropped a publish to %r: %s", message.topic, exc)
+                continue
+            if not self._fits(data, message):
+                continue
+            if packet_id is not None:
+                self._inflight[packet_id] = _Outgoing(message, qos)
+            send(data)
+        if self._drainers and self.settled:
+            self._wake_drainers()
+
+    def allocate_id(self) -> int:
+        """A packet id in use neither by an in-flight publish nor by a pending SUBSCRIBE."""
+        inflight = self._inflight
+        reserved = self._reserved
+        packet_id = self._next_id
+        for _ in range(65535):
+            if packet_id not in inflight and packet_id not in reserved:
+                self._next_id = packet_id + 1 if packet_id < 65535 else 1
+                return packet_id
+            packet_id = packet_id + 1 if packet_id < 65535 else 1
+        raise TransportError("no free MQTT packet id: 65535 packets are in flight")
+
+    def reserve_id(self) -> int:
+        """A packet id for a SUBSCRIBE, held until :meth:`release_id`."""
+        packet_id = self.allocate_id()
+        self._reserved.add(packet_id)
+        return packet_id
+
+    def release_id(self, packet_id: int) -> None:
+        """Return a SUBSCRIBE's packet id."""
+        self._reserved.discard(packet_id)
+
+    def on_puback(self, packet: mqtt5.PubAckPacket) -> None:
+        """QoS 1 completed: free the id and the window slot."""
+        out = self._inflight.pop(packet.packet_id, None)
+        if out is None:
+            log.debug("PUBACK for unknown packet id %d", packet.packet_id)
+            return
+        if packet.reason_code.value >= 0x80:
+            log.warning("the broker refused a publish to %r: %s", out.message.topic, packet.reason_code.name)
+        self._pump()
+
+    def on_pubrec(self, packet: mqtt5.PubRecPacket) -> None:
+        """QoS 2 received by the broker: answer PUBREL (or free the slot if it refused)."""
+        packet_id = packet.packet_id
+        out = self._inflight.get(packet_id)
+        send = self._send
+        if out is None:
+            if send is not None:
+                send(PubRelPacket(packet_id, reason_code=_PUBREL_UNKNOWN).write())
+            return
+        if packet.reason_code.value >= 0x80:
+            del self._inflight[packet_id]
+            log.warning("the broker refused a publish to %r: %s", out.message.topic, packet.reason_code.name)
+            self._pump()
+            return
+        out.released = True
+        if send is not None:
+            send(PubRelPacket(packet_id).write())
+
+    def on_pubcomp(self, packet: mqtt5.PubCompPacket) -> None:
+        """QoS 2 completed: free the id and the window slot."""
+        if self._inflight.pop(packet.packet_id, None) is not None:
+            self._pump()
+
+    @property
+    def settled(self) -> bool:
+        """No QoS 1/2 publish is waiting or unacknowledged."""
+        return not self._inflight and not self._waiting
+
+    @property
+    def outstanding(self) -> int:
+        """QoS 1/2 publishes waiting or unacknowledged."""
+        return len(self._inflight) + len(self._waiting)
+
+    async def drain(self, timeout: float) -> None:
+        """Wait until :attr:`settled`, at most ``timeout`` seconds."""
+        if self.settled:
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._drainers.append(waiter)
+        try:
+            await asyncio.wait_for(waiter, timeout)
+        except TimeoutError:
+            log.warning("%d publishes still unacknowledged after %.1f s", self.outstanding, timeout)
+        finally:
+            if waiter in self._drainers:
+                self._drainers.remove(waiter)
+
+    def _wake_drainers(self) -> None:
+        for waiter in self._drainers:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._drainers.clear()
