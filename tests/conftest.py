@@ -25,13 +25,23 @@ def logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("gateway-logs")
 
 
+TRANSPORTS = ("fast", "paho")
+
+
+@pytest.fixture(params=TRANSPORTS)
+def transport(request: pytest.FixtureRequest) -> str:
+    """Each gateway test runs on every transport."""
+    kind: str = request.param
+    return kind
+
+
 @pytest.fixture
-def start_gateway(broker: LocalBroker, logs: Path) -> Iterator[Callable[..., GatewayProcess]]:
-    """Start gateways with extra flags; all are stopped at the end of the test."""
+def start_gateway(broker: LocalBroker, logs: Path, transport: str) -> Iterator[Callable[..., GatewayProcess]]:
+    """Start gateways (on the test's transport) with extra flags; all are stopped at the end of the test."""
     started: list[GatewayProcess] = []
 
     def start(*extra: str, **kwargs: object) -> GatewayProcess:
-        gateway = GatewayProcess(broker.address, logs, *extra, **kwargs)  # type: ignore[arg-type]
+        gateway = GatewayProcess(broker.address, logs, "--transport", transport, *extra, **kwargs)  # type: ignore[arg-type]
         started.append(gateway)
         return gateway.start()
 

@@ -12,15 +12,21 @@ from tests.support.gateway_process import ROOT
 
 def roost(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-    return subprocess.run([sys.executable, "-m", "gateway", *args], capture_output=True, text=True, timeout=60,
-                          cwd=ROOT, env=full_env)
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args], capture_output=True, text=True, timeout=60, cwd=ROOT, env=full_env
+    )
 
 
 def test_functions_prints_templates_filters_schemas_and_executors() -> None:
     out = roost("functions")
     assert out.returncode == 0, out.stderr
-    for expected in ("devices/{device_id}/add", "devices/+/add", "a: int, b: int", "local",
-                     "alerts/{device_id}/temperature"):
+    for expected in (
+        "devices/{device_id}/add",
+        "devices/+/add",
+        "a: int, b: int",
+        "local",
+        "alerts/{device_id}/temperature",
+    ):
         assert expected in out.stdout
     inline = roost("functions", "--executor", "inline")
     assert "inline" in inline.stdout
@@ -48,11 +54,18 @@ def test_overlapping_templates_stop_the_start(tmp_path: Path) -> None:
         "def other_add(a: int) -> int:\n"
         "    return a\n"
     )
-    out = roost("check", "--functions", "functions.examples", "--functions", "clash_funcs",
-                env={"PYTHONPATH": f"{ROOT}:{tmp_path}"})
+    out = roost(
+        "check",
+        "--functions",
+        "functions.examples",
+        "--functions",
+        "clash_funcs",
+        env={"PYTHONPATH": f"{ROOT}:{tmp_path}"},
+    )
     assert out.returncode == 78
-    assert "topic templates 'devices/{device_id}/add' (functions.examples.add) and 'devices/{device_id}/add'" \
-        in out.stderr
+    assert (
+        "topic templates 'devices/{device_id}/add' (functions.examples.add) and 'devices/{device_id}/add'" in out.stderr
+    )
     assert "can match the same topic" in out.stderr
 
 

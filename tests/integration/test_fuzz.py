@@ -12,12 +12,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.devbroker import LocalBroker
+from tests.conftest import TRANSPORTS
 from tests.support.gateway_process import GatewayProcess
 from tests.support.probe import Probe
 
 FUNCTIONS = ["add", "echo", "fail", "nothing", "readings/temperature", "a/b/c"]
 msgpack_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats() | st.text(max_size=20)
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats()
+    | st.text(max_size=20)
     | st.binary(max_size=20),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=5), children, max_size=4),
     max_leaves=10,
@@ -25,17 +30,21 @@ msgpack_values = st.recursive(
 payloads = st.one_of(
     st.binary(max_size=64),
     msgpack_values.map(lambda v: msgpack.packb(v, use_bin_type=True)),
-    st.dictionaries(st.sampled_from(["a", "b", "value", "$cid", "$rt", "celsius", "x"]), msgpack_values,
-                    max_size=4).map(lambda v: msgpack.packb(v, use_bin_type=True)),
+    st.dictionaries(
+        st.sampled_from(["a", "b", "value", "$cid", "$rt", "celsius", "x"]), msgpack_values, max_size=4
+    ).map(lambda v: msgpack.packb(v, use_bin_type=True)),
 )
 # mosquitto disconnects a client that publishes control or private-use characters in a topic.
-device_ids = st.text(alphabet=st.characters(blacklist_categories=["Cs", "Cc", "Co", "Cn"], blacklist_characters="/+#\x00"),
-                     min_size=1, max_size=12)
+device_ids = st.text(
+    alphabet=st.characters(blacklist_categories=["Cs", "Cc", "Co", "Cn"], blacklist_characters="/+#\x00"),
+    min_size=1,
+    max_size=12,
+)
 
 
-@pytest.fixture(scope="module")
-def fuzz_gateway(broker: LocalBroker, logs: Path) -> Iterator[GatewayProcess]:
-    process = GatewayProcess(broker.address, logs, "--executor", "inline").start()
+@pytest.fixture(scope="module", params=TRANSPORTS)
+def fuzz_gateway(request: pytest.FixtureRequest, broker: LocalBroker, logs: Path) -> Iterator[GatewayProcess]:
+    process = GatewayProcess(broker.address, logs, "--executor", "inline", "--transport", request.param).start()
     yield process
     assert process.stop() == 0
 
@@ -56,8 +65,13 @@ def test_random_requests_always_get_a_well_formed_reply(
     assert isinstance(reply, dict)
     assert set(reply) <= {"result", "error", "$cid"}
     if "error" in reply:
-        assert reply["error"]["code"] in {"bad_payload", "invalid_arguments", "not_found", "function_error",
-                                          "bad_result"}
+        assert reply["error"]["code"] in {
+            "bad_payload",
+            "invalid_arguments",
+            "not_found",
+            "function_error",
+            "bad_result",
+        }
         assert isinstance(reply["error"]["message"], str)
     assert fuzz_gateway.process is not None and fuzz_gateway.process.poll() is None
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,18 +13,26 @@ import msgpack
 import pytest
 
 from gateway.devbroker import LocalBroker
+from tests.conftest import TRANSPORTS
 from tests.support.gateway_process import GatewayProcess
 from tests.support.probe import Probe
 
-FUNCS = ("--functions", "functions.examples", "--functions", "functions.sensors", "--functions",
-         "tests.integration.funcs")
+FUNCS = (
+    "--functions",
+    "functions.examples",
+    "--functions",
+    "functions.sensors",
+    "--functions",
+    "tests.integration.funcs",
+)
 
 
-@pytest.fixture(scope="module", params=["local", "inline"])
+@pytest.fixture(scope="module", params=[f"{e}/{t}" for t in TRANSPORTS for e in ("local", "inline")])
 def gateway(request: pytest.FixtureRequest, broker: LocalBroker, logs: Path) -> Iterator[GatewayProcess]:
-    """One gateway per executor kind, shared by the tests of this module."""
-    process = GatewayProcess(broker.address, logs, "--executor", request.param, *FUNCS,
-                             env={"ROOST_LIMITS__MAX_RESULT_BYTES": "1000"})
+    """One gateway per executor and transport, shared by the tests of this module."""
+    executor, transport = request.param.split("/")
+    flags = ("--executor", executor, "--transport", transport, *FUNCS)
+    process = GatewayProcess(broker.address, logs, *flags, env={"ROOST_LIMITS__MAX_RESULT_BYTES": "1000"})
     process.start()
     yield process
     assert process.stop() == 0
@@ -39,12 +48,14 @@ def error(reply: dict[str, object]) -> tuple[object, object]:
 def test_add_replies_at_the_request_qos(gateway: GatewayProcess, probe: Probe, qos: int) -> None:
     reply_topic = f"test/r/{uuid.uuid4().hex}"
     probe.subscribe(reply_topic, qos=2)
-    probe.publish("devices/d1/add", msgpack.packb({"a": 1, "b": 2}), qos, response_topic=reply_topic,
-                  correlation_data=b"corr-1")
+    probe.publish(
+        "devices/d1/add", msgpack.packb({"a": 1, "b": 2}), qos, response_topic=reply_topic, correlation_data=b"corr-1"
+    )
     message = probe.wait_for(reply_topic)
     assert message.decoded() == {"result": 3}
     assert message.correlation_data == b"corr-1"
-    assert message.qos == qos
+    # The gateway subscribes at QoS 1, so the broker delivers a QoS 2 request at QoS 1.
+    assert message.qos == min(qos, 1)
     assert not message.retain
 
 
@@ -56,13 +67,31 @@ def test_correlation_data_is_optional(gateway: GatewayProcess, probe: Probe) -> 
     assert message.correlation_data is None
 
 
-def test_mosquitto_rr_gets_a_result(gateway: GatewayProcess, broker: LocalBroker, tmp_path: Path) -> None:
-    request = tmp_path / "request.bin"
-    request.write_bytes(msgpack.packb({"a": 1, "b": 2}))
+def test_mosquitto_rr_gets_a_result(gateway: GatewayProcess, broker: LocalBroker) -> None:
+    # mosquitto_rr 2.0.11 sends an empty payload with -f, so the bytes go in -m (they hold no NUL).
+    request = msgpack.packb({"a": 1, "b": 2})
     out = subprocess.run(
-        ["mosquitto_rr", "-V", "5", "-h", "127.0.0.1", "-p", str(broker.port), "-t", "devices/d1/add",
-         "-e", f"rr/{uuid.uuid4().hex}", "-f", str(request), "-W", "10", "-N"],
-        capture_output=True, timeout=20, check=True,
+        [
+            "mosquitto_rr",
+            "-V",
+            "5",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(broker.port),
+            "-t",
+            "devices/d1/add",
+            "-e",
+            f"rr/{uuid.uuid4().hex}",
+            "-m",
+            request,
+            "-W",
+            "10",
+            "-N",
+        ],
+        capture_output=True,
+        timeout=20,
+        check=True,
     )
     assert msgpack.unpackb(out.stdout) == {"result": 3}
 
@@ -86,17 +115,26 @@ def test_mqtt311_device_uses_cid_and_default_reply_topic(gateway: GatewayProcess
     [
         ("devices/d1/add", b"\xc1", "bad_payload", "payload is not valid msgpack"),
         ("devices/d1/add", b"\x92\x01\x02", "bad_payload", "payload must be a msgpack map, got array"),
-        ("devices/d1/add", msgpack.packb({"a": 1, "b": "2"}), "invalid_arguments",
-         "invalid arguments: b: Input should be a valid integer"),
+        (
+            "devices/d1/add",
+            msgpack.packb({"a": 1, "b": "2"}),
+            "invalid_arguments",
+            "invalid arguments: b: Input should be a valid integer",
+        ),
         ("devices/d1/nothing-here", b"", "not_found", "no function is registered at 'devices/d1/nothing-here'"),
-        ("devices/d1/fail", msgpack.packb({"reason": "sensor unplugged"}), "function_error",
-         "RuntimeError: sensor unplugged"),
+        (
+            "devices/d1/fail",
+            msgpack.packb({"reason": "sensor unplugged"}),
+            "function_error",
+            "RuntimeError: sensor unplugged",
+        ),
         ("devices/d1/opaque", b"", "bad_result", "result cannot be encoded as msgpack"),
         ("devices/d1/big", msgpack.packb({"size": 5000}), "bad_result", "over the limit of 1000"),
     ],
 )
-def test_error_codes(gateway: GatewayProcess, probe: Probe, topic: str, payload: bytes, code: str,
-                     message: str) -> None:
+def test_error_codes(
+    gateway: GatewayProcess, probe: Probe, topic: str, payload: bytes, code: str, message: str
+) -> None:
     reply = probe.request(topic, raw=payload)
     assert error(reply)[0] == code
     assert message in str(error(reply)[1])
@@ -113,8 +151,9 @@ def test_invalid_arguments_details(gateway: GatewayProcess, probe: Probe) -> Non
 
 
 def test_oversized_payload(gateway: GatewayProcess, probe: Probe) -> None:
-    reply = probe.request("devices/d1/add", raw=msgpack.packb({"a": "x" * 300_000}))
-    assert error(reply) == ("bad_payload", "payload is 300010 bytes, over the limit of 262144")
+    payload = msgpack.packb({"a": "x" * 300_000})
+    reply = probe.request("devices/d1/add", raw=payload)
+    assert error(reply) == ("bad_payload", f"payload is {len(payload)} bytes, over the limit of 262144")
 
 
 def test_event_publishes_an_alert_only_when_hot(gateway: GatewayProcess, probe: Probe) -> None:
@@ -146,8 +185,14 @@ def test_function_runs_where_the_executor_says(gateway: GatewayProcess, probe: P
 
 def test_cli_call_exit_codes(gateway: GatewayProcess, broker: LocalBroker) -> None:
     def call(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["python", "-m", "gateway", "call", "--broker", broker.address, *args],
-                              capture_output=True, text=True, timeout=30, env=gateway.env, cwd=os.getcwd())
+        return subprocess.run(
+            [sys.executable, "-m", "gateway", "call", "--broker", broker.address, *args],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env=gateway.env,
+            cwd=os.getcwd(),
+        )
 
     ok = call("devices/d1/add", "a=1", "b=2")
     assert (ok.returncode, ok.stdout.strip()) == (0, "3")
@@ -160,3 +205,16 @@ def test_cli_call_exit_codes(gateway: GatewayProcess, broker: LocalBroker) -> No
     v311 = call("--mqtt-version", "3.1.1", "devices/d1/add", "a=2", "b=2")
     assert (v311.returncode, v311.stdout.strip()) == (0, "4")
 
+
+def test_gateway_speaking_mqtt311(broker: LocalBroker, logs: Path) -> None:
+    """With mqtt_version 3.1.1 the gateway uses paho and serves the $cid convention."""
+    gateway = GatewayProcess(broker.address, logs, "--mqtt-version", "3.1.1", "--executor", "inline").start()
+    device = Probe(broker.port, version=4)
+    try:
+        assert "transport paho, MQTT 3.1.1" in gateway.log()
+        device.subscribe("roost/replies/v3")
+        device.publish("devices/v3/add", msgpack.packb({"a": 2, "b": 3, "$cid": "q"}))
+        assert device.wait_for("roost/replies/v3").decoded() == {"result": 5, "$cid": "q"}
+    finally:
+        device.close()
+        assert gateway.stop() == 0

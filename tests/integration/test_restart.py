@@ -25,8 +25,13 @@ def test_requests_queued_while_the_gateway_is_down_are_answered(
     reply_topic = f"test/r/{uuid.uuid4().hex}"
     probe.subscribe(reply_topic)
     for n in range(200):
-        probe.publish("devices/d1/add", msgpack.packb({"a": n, "b": 1}), 1, response_topic=reply_topic,
-                      correlation_data=str(n).encode())
+        probe.publish(
+            "devices/d1/add",
+            msgpack.packb({"a": n, "b": 1}),
+            1,
+            response_topic=reply_topic,
+            correlation_data=str(n).encode(),
+        )
 
     gateway.start()
     seen: dict[int, object] = {}
@@ -37,8 +42,9 @@ def test_requests_queued_while_the_gateway_is_down_are_answered(
     assert seen == {n: {"result": n + 1} for n in range(200)}
 
 
-def test_sigkill_loses_nothing_that_was_not_acknowledged(start_gateway: Callable[..., GatewayProcess],
-                                                          probe: Probe) -> None:
+def test_sigkill_loses_nothing_that_was_not_acknowledged(
+    start_gateway: Callable[..., GatewayProcess], probe: Probe
+) -> None:
     """Requests sent while the gateway is dead are delivered to its next run."""
     client_id = f"roost-kill-{uuid.uuid4().hex[:6]}"
     gateway = start_gateway(client_id=client_id)
@@ -47,8 +53,13 @@ def test_sigkill_loses_nothing_that_was_not_acknowledged(start_gateway: Callable
     reply_topic = f"test/r/{uuid.uuid4().hex}"
     probe.subscribe(reply_topic)
     for n in range(50):
-        probe.publish("devices/d1/add", msgpack.packb({"a": n, "b": n}), 1, response_topic=reply_topic,
-                      correlation_data=str(n).encode())
+        probe.publish(
+            "devices/d1/add",
+            msgpack.packb({"a": n, "b": n}),
+            1,
+            response_topic=reply_topic,
+            correlation_data=str(n).encode(),
+        )
     gateway.start()
     seen = {}
     for _ in range(50):
@@ -58,11 +69,11 @@ def test_sigkill_loses_nothing_that_was_not_acknowledged(start_gateway: Callable
     assert seen == {n: {"result": 2 * n} for n in range(50)}
 
 
-def test_gateway_reconnects_after_a_broker_restart(logs: Path) -> None:
+def test_gateway_reconnects_after_a_broker_restart(logs: Path, transport: str) -> None:
     """The broker goes away and comes back on the same port: the gateway reconnects and serves."""
     own = LocalBroker()
     own.start()
-    gateway = GatewayProcess(own.address, logs, "--executor", "inline").start()
+    gateway = GatewayProcess(own.address, logs, "--executor", "inline", "--transport", transport).start()
     try:
         device = Probe(own.port)
         assert device.request("devices/d1/add", {"a": 1, "b": 1}) == {"result": 2}
