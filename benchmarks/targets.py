@@ -22,7 +22,7 @@ from benchmarks import mqtt_wire
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NULL = "null"
 GATEWAY_EXECUTORS: tuple[str, ...] = ("inline", "local")
-GATEWAY_TRANSPORTS: tuple[str, ...] = ("paho",)
+GATEWAY_TRANSPORTS: tuple[str, ...] = ("fast", "paho")
 # Transports whose ratios the targets bind; the others are reported only.
 BINDING_TRANSPORTS: frozenset[str] = frozenset({"fast"})
 

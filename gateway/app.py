@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 from collections.abc import Sequence
@@ -85,6 +84,7 @@ class Gateway:
         for executor in self.executors.values():
             await executor.start()
         try:
+            self.transport.set_handler(self.dispatcher.handle)
             await self.transport.connect(self.settings.connect_timeout)
             await self.transport.subscribe(self.filters, qos=1)
             log.info(
@@ -96,22 +96,20 @@ class Gateway:
                 self.settings.mqtt_version,
             )
             self.ready.set()
-            serving = asyncio.create_task(self.dispatcher.serve())
             await self._stop.wait()
-            serving.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await serving
             await self._shutdown()
         finally:
             for executor in self.executors.values():
                 await executor.stop(0)
 
     async def _shutdown(self) -> None:
-        """Answer what arrived, let in-flight calls finish (or get ``unavailable``), then disconnect."""
+        """Take no new requests, let in-flight calls finish (or get ``unavailable``), then disconnect.
+
+        Requests arriving from now on are left unacknowledged in the transport's
+        queue, so the broker delivers them again to the next run.
+        """
         log.info("stopping: finishing in-flight calls (grace %.1f s)", self.settings.shutdown_grace)
-        queue = self.transport.messages
-        while not queue.empty():
-            self.dispatcher.handle(queue.get_nowait())
+        self.transport.set_handler(None)
         for executor in self.executors.values():
             await executor.stop(self.settings.shutdown_grace)
         await asyncio.sleep(0)  # let the futures' callbacks publish their replies

@@ -64,6 +64,8 @@ def decode(data: bytes, max_bytes: int) -> Any:
         )
     except msgpack.ExtraData:
         raise BadPayload("payload holds more than one msgpack value") from None
+    except TypeError:  # a map key that is an array or a map
+        raise BadPayload("payload has a map key that is an array or a map") from None
     except (ValueError, msgpack.UnpackException, RecursionError) as exc:
         raise BadPayload(f"payload is not valid msgpack ({type(exc).__name__})") from None
 

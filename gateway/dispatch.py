@@ -26,6 +26,7 @@ from gateway.transport.base import InboundMessage, OutboundMessage, Transport
 log = logging.getLogger(__name__)
 
 NIL = b"\xc0"  # msgpack encoding of None
+REPLY_TOPIC_CACHE = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +57,7 @@ class Dispatcher:
         self._transport = transport
         self._options = options
         self._subscribed = tuple(subscribed)
+        self._checked_replies: dict[str, str | None] = {}  # reply topic → problem, None when fine
 
     def executor_for(self, spec: FunctionSpec) -> Executor:
         """The executor that runs ``spec``."""
@@ -112,7 +114,10 @@ class Dispatcher:
         except WireError as exc:
             self._fail(reply, exc, topic)
             return
-        future.add_done_callback(lambda done: self._finish(done, spec, params, reply, topic))
+        if future.done():  # inline sync functions: reply in this loop turn, without a callback hop
+            self._finish(future, spec, params, reply, topic)
+        else:
+            future.add_done_callback(lambda done: self._finish(done, spec, params, reply, topic))
 
     def _namespace_params(self, topic: str) -> dict[str, str]:
         for template in self._options.namespace:
@@ -122,21 +127,28 @@ class Dispatcher:
         return {}
 
     def _reply_topic_ok(self, reply: ReplyAddress, topic: str) -> bool:
-        """Refuse reply topics that are not publishable or would loop back to us."""
+        """Refuse reply topics that are not publishable or would loop back to us; log each refusal.
+
+        Devices reuse their reply topics, so the verdict is cached (bounded).
+        """
         target = reply.topic
+        problem = self._checked_replies.get(target, "?")
+        if problem == "?":
+            if len(self._checked_replies) >= REPLY_TOPIC_CACHE:
+                self._checked_replies.clear()
+            problem = self._checked_replies[target] = self._reply_topic_problem(target)
+        if problem is None:
+            return True
+        log.warning("dropped a request on %r: its reply topic %r %s", topic, target, problem)
+        return False
+
+    def _reply_topic_problem(self, target: str) -> str | None:
         if "+" in target or "#" in target or "\x00" in target or target.startswith("$"):
-            log.warning("dropped a request on %r: invalid reply topic %r", topic, target)
-            return False
+            return "is not a valid topic to publish to"
         for mqtt_filter in self._subscribed:
             if filter_matches(mqtt_filter, target):
-                log.warning(
-                    "dropped a request on %r: its reply topic %r matches the gateway's subscription %r (reply loop)",
-                    topic,
-                    target,
-                    mqtt_filter,
-                )
-                return False
-        return True
+                return f"matches the gateway's subscription {mqtt_filter!r} (reply loop)"
+        return None
 
     def _fail(self, reply: ReplyAddress | None, error: WireError, topic: str) -> None:
         if reply is None:
@@ -184,13 +196,3 @@ class Dispatcher:
             log.exception("internal error finishing a call on %r", topic)
             if reply is not None:
                 self._send_error(reply, InternalError("internal gateway error"), topic)
-
-    async def serve(self) -> None:
-        """Handle messages from the transport until cancelled."""
-        queue = self._transport.messages
-        while True:
-            message = await queue.get()
-            self.handle(message)
-            # Drain whatever else is already queued without yielding per message.
-            while not queue.empty():
-                self.handle(queue.get_nowait())

@@ -8,6 +8,7 @@ signature fails at import, not when the first device calls it.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 import typing
@@ -67,39 +68,47 @@ class FunctionSpec:
         Topic parameters (always strings) are coerced to their annotated type;
         payload arguments are validated strictly. A key given by both is an error.
         """
-        errors: list[dict[str, Any]] = []
-        data: dict[str, Any] = {}
-        for key in payload_args:
-            if not isinstance(key, str):
-                errors.append({"loc": [_plain(key)], "msg": "argument names must be strings", "type": "key_type"})
-        for name in topic_params:
-            if name in payload_args:
-                errors.append(
-                    {
-                        "loc": [name],
-                        "msg": f"argument {name!r} is given by the topic and must not be in the payload",
-                        "type": "topic_conflict",
-                    }
-                )
-        if errors:
+        if (topic_params and not payload_args.keys().isdisjoint(topic_params)) or not all(
+            type(key) is str for key in payload_args
+        ):
+            errors = _key_errors(topic_params, payload_args)
             raise InvalidArguments(_summary("invalid arguments", errors), errors)
-        for name, raw in topic_params.items():
-            adapter = self.topic_adapters.get(name)
-            if adapter is None:
-                continue
-            try:
-                data[name] = adapter.validate_python(raw)
-            except pydantic.ValidationError as exc:
-                errors.extend(_details(exc, prefix=[name]))
-        if errors:
-            raise InvalidArguments(_summary("invalid topic parameters", errors), errors)
-        data.update(payload_args)
+        data = dict(payload_args)
+        adapters = self.topic_adapters
+        if adapters:
+            errors = []
+            for name, adapter in adapters.items():
+                try:
+                    data[name] = adapter.validate_python(topic_params[name])
+                except pydantic.ValidationError as exc:
+                    errors.extend(_details(exc, prefix=[name]))
+            if errors:
+                raise InvalidArguments(_summary("invalid topic parameters", errors), errors)
         try:
             model = self.model.model_validate(data, strict=True)
         except pydantic.ValidationError as exc:
             details = _details(exc)
             raise InvalidArguments(_summary("invalid arguments", details), details) from None
-        return {name: getattr(model, name) for name in self.model.model_fields}
+        # The model forbids extra fields, so its __dict__ is exactly the keyword arguments.
+        kwargs: dict[str, Any] = model.__dict__
+        return kwargs
+
+
+def _key_errors(topic_params: Mapping[str, str], payload_args: Mapping[Any, Any]) -> list[dict[str, Any]]:
+    """Errors for non-string argument names and payload keys that repeat a topic parameter."""
+    errors: list[dict[str, Any]] = []
+    for key in payload_args:
+        if not isinstance(key, str):
+            errors.append({"loc": [_plain(key)], "msg": "argument names must be strings", "type": "key_type"})
+        elif key in topic_params:
+            errors.append(
+                {
+                    "loc": [key],
+                    "msg": f"argument {key!r} is given by the topic and must not be in the payload",
+                    "type": "topic_conflict",
+                }
+            )
+    return errors
 
 
 def _summary(title: str, details: list[dict[str, Any]]) -> str:
@@ -230,7 +239,7 @@ def _join(prefix: str, template: str) -> str:
 
 
 @dataclass(frozen=True)
-class Registry:
+class Registry:  # frozen but not slotted: the indexes below are cached properties
     """All functions the gateway serves, checked for overlapping templates."""
 
     specs: tuple[FunctionSpec, ...]
@@ -257,11 +266,29 @@ class Registry:
 
     def resolve(self, topic: str) -> tuple[FunctionSpec, dict[str, str]] | None:
         """The function whose template matches ``topic``, with its parameters."""
-        for spec in self.specs:
-            params = spec.template.match(topic)
+        levels = topic.split("/")
+        for spec in self._by_depth.get(len(levels), ()):
+            params = spec.template.match_levels(levels)
+            if params is not None:
+                return spec, params
+        for spec in self._with_path:
+            params = spec.template.match_levels(levels)
             if params is not None:
                 return spec, params
         return None
+
+    @functools.cached_property
+    def _by_depth(self) -> dict[int, tuple[FunctionSpec, ...]]:
+        """Templates without ``{name:path}``, by their number of levels (a topic matches only its depth)."""
+        out: dict[int, list[FunctionSpec]] = {}
+        for spec in self.specs:
+            if not spec.template.has_path:
+                out.setdefault(len(spec.template.levels), []).append(spec)
+        return {depth: tuple(specs) for depth, specs in out.items()}
+
+    @functools.cached_property
+    def _with_path(self) -> tuple[FunctionSpec, ...]:
+        return tuple(spec for spec in self.specs if spec.template.has_path)
 
     def by_key(self) -> dict[str, FunctionSpec]:
         """Specs indexed by their key (template)."""

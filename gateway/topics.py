@@ -75,13 +75,21 @@ class TopicTemplate:
                 out.append("#" if level.is_path else "+")
         return "/".join(out)
 
+    @property
+    def has_path(self) -> bool:
+        """Whether the last level is ``{name:path}``."""
+        return self.levels[-1].is_path
+
     def match(self, topic: str) -> dict[str, str] | None:
         """Return the parameters when ``topic`` matches, else ``None``.
 
         ``{name}`` never matches an empty level; ``{name:path}`` matches one or
         more levels.
         """
-        parts = topic.split("/")
+        return self.match_levels(topic.split("/"))
+
+    def match_levels(self, parts: list[str]) -> dict[str, str] | None:
+        """:meth:`match` for a topic already split into levels."""
         params: dict[str, str] = {}
         for index, level in enumerate(self.levels):
             if level.is_path:

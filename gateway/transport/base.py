@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 
@@ -41,11 +41,33 @@ class OutboundMessage:
     message_expiry: int | None = None
 
 
-class Transport(abc.ABC):
-    """An MQTT connection driven by the gateway's event loop."""
+MessageHandler = Callable[[InboundMessage], None]
 
-    #: Messages received from the broker, in order of arrival.
+
+class Transport(abc.ABC):
+    """An MQTT connection driven by the gateway's event loop.
+
+    Received messages go, in order of arrival and always on the event loop, to
+    the handler given to :meth:`set_handler`, or else to the ``messages`` queue.
+    A handler must only hand the message off (the dispatcher submits it to an
+    executor); it saves the queue's extra event-loop turn on every request.
+    """
+
+    #: Messages received from the broker, in order of arrival (when no handler is set).
     messages: asyncio.Queue[InboundMessage]
+    _handler: MessageHandler | None = None
+
+    def set_handler(self, handler: MessageHandler | None) -> None:
+        """Deliver received messages to ``handler`` instead of the ``messages`` queue."""
+        self._handler = handler
+
+    def deliver(self, message: InboundMessage) -> None:
+        """Hand ``message`` to the handler or the queue (call on the event loop)."""
+        handler = self._handler
+        if handler is not None:
+            handler(message)
+        else:
+            self.messages.put_nowait(message)
 
     @abc.abstractmethod
     async def connect(self, timeout: float) -> None:

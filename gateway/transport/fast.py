@@ -205,7 +205,7 @@ class FastTransport(Transport):
         """Route one chunk's packets; the PUBLISH path is kept short."""
         inbound = self._inbound
         outbound = self._outbound
-        put = self.messages.put_nowait
+        put = self._handler or self.messages.put_nowait
         for packet in packets:
             if conn is not self._conn:
                 self._before_connack(conn, packet)

@@ -2,8 +2,9 @@
 
 ``data_received`` decodes every complete packet of a chunk at once and hands
 the list to the transport. Writes are buffered and flushed once per event-loop
-turn (``loop.call_soon``), so the acks and replies produced by one batch of
-requests leave in one ``write`` — one syscall, and with TCP_NODELAY one segment
+turn (``loop.call_soon``), or at the end of ``data_received`` for what handling
+a chunk produced, so the acks and replies produced by one batch of requests
+leave in one ``write`` — one syscall, and with TCP_NODELAY one segment
 instead of many small ones.
 """
 
@@ -39,6 +40,7 @@ class Connection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._out: list[bytes] = []
         self._flush_scheduled = False
+        self._receiving = False
         #: The broker's CONNACK (or the reason there is none).
         self.handshake: asyncio.Future[mqtt5.ConnAckPacket] = loop.create_future()
         #: Done when the connection is gone.
@@ -64,7 +66,14 @@ class Connection(asyncio.Protocol):
         self.last_rx = now
         try:
             packets = self._reader.feed(data)
-            self._on_packets(self, packets, now)
+            # Acks and replies produced while handling this chunk leave in one write at its end.
+            self._receiving = True
+            try:
+                self._on_packets(self, packets, now)
+            finally:
+                self._receiving = False
+            if self._out:
+                self.flush()
         except MalformedPacket as exc:
             log.warning("protocol error from the broker, resetting the connection: %s", exc)
             self.abort()
@@ -93,7 +102,7 @@ class Connection(asyncio.Protocol):
     def send(self, data: bytes) -> None:
         """Queue ``data``; everything queued in this loop turn is written together."""
         self._out.append(data)
-        if not self._flush_scheduled:
+        if not self._flush_scheduled and not self._receiving:
             self._flush_scheduled = True
             self._loop.call_soon(self.flush)
 

@@ -141,7 +141,7 @@ class PahoTransport(Transport):
         )
         loop = self._loop
         if loop is not None:
-            loop.call_soon_threadsafe(self.messages.put_nowait, inbound)
+            loop.call_soon_threadsafe(self.deliver, inbound)
 
     def _on_subscribe(
         self, client: mqtt.Client, userdata: Any, mid: int, reasons: list[ReasonCode], props: Any

@@ -26,6 +26,7 @@ def test_empty_payload_is_no_arguments() -> None:
         (b"\xa3abc", "must be a msgpack map, got str"),
         (b"\x01\x02", "more than one msgpack value"),
         (b"\xdd\x7f\xff\xff\xff", "not valid msgpack"),  # declares 2**31 elements in 5 bytes
+        (b"\x81\x90\x01", "map key that is an array or a map"),
     ],
 )
 def test_bad_payloads(payload: bytes, message: str) -> None:
