@@ -35,10 +35,13 @@ system-deps:                  ## apt packages, installed only when missing
 
 deps: system-deps $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# The http-parser shim goes in before pymesos, or pip tries to build the broken C original.
+$(VENV)/.installed: pyproject.toml shims/http-parser/pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q ./shims/http-parser
+	$(BIN)/pip install -q -e '.[dev,mesos]'
+	$(BIN)/pip check
 	touch $@
 
 clean:

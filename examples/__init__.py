@@ -1,0 +1,1 @@
+"""Examples of Roost in use; each folder has its own README."""

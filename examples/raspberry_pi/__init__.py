@@ -1,0 +1,1 @@
+"""Raspberry Pi demos of the device SDK (gpiozero; mock pins on any computer)."""
