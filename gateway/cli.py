@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.config import BrokerAddress, Settings, load_settings
-from gateway.errors import BrokerUnreachable, ConfigError, RegistryError, TransportError
+from gateway.errors import ConfigError, RegistryError, TransportError
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -121,10 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, RegistryError) as exc:
         print(f"roost: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    except BrokerUnreachable as exc:
-        print(f"roost: {exc}", file=sys.stderr)
-        return EXIT_UNAVAILABLE
-    except TransportError as exc:
+    except TransportError as exc:  # BrokerUnreachable, SubscriptionRefused
         print(f"roost: {exc}", file=sys.stderr)
         return EXIT_UNAVAILABLE
 
