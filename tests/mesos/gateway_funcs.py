@@ -1,0 +1,88 @@
+"""Functions for the mesos executor's tests: they report where and how they ran."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pydantic
+
+import gateway
+from gateway.registry import Router
+
+router = Router()
+
+
+@router.function("devices/{device_id}/whereami")
+def whereami() -> dict[str, object]:
+    """The process, Mesos executor, sandbox and Python environment this call ran in."""
+    env = os.environ
+    return {
+        "pid": os.getpid(),
+        "pgid": os.getpgid(0),
+        "executor_id": env.get("MESOS_EXECUTOR_ID"),
+        "agent_id": env.get("MESOS_SLAVE_ID"),
+        "sandbox": env.get("MESOS_SANDBOX"),
+        "virtual_env": env.get("VIRTUAL_ENV"),
+        "pythonpath": env.get("PYTHONPATH"),
+        "path": env.get("PATH"),
+        "module": __file__,
+        "gateway": gateway.__file__,
+        "pydantic": pydantic.__file__,
+        "sys_path": sys.path,
+        "isolated": sys.flags.isolated,
+        "no_site": sys.flags.no_site,
+        "executable": sys.executable,
+    }
+
+
+@router.function("devices/{device_id}/mesos_again", idempotent=True, timeout=10.0)
+def mesos_again(seconds: float = 0.0, mark: str = "") -> str | None:
+    """Note the Mesos executor running the call in the file ``mark`` (if given), sleep, name it; safe to rerun."""
+    executor = os.environ.get("MESOS_EXECUTOR_ID")
+    if mark:
+        Path(mark).write_text(str(executor))
+    time.sleep(seconds)
+    return executor
+
+
+@router.function("devices/{device_id}/mesos_once", timeout=10.0)
+def mesos_once(seconds: float = 0.0, mark: str = "") -> str | None:
+    """The same, for a function that must not run twice."""
+    executor = os.environ.get("MESOS_EXECUTOR_ID")
+    if mark:
+        Path(mark).write_text(str(executor))
+    time.sleep(seconds)
+    return executor
+
+
+def _raise_in_callbacks(spec: str) -> None:
+    """Test-only fault, in the gateway's process: the first ``N`` hand-offs of event ``E`` raise (``E:N``)."""
+    from gateway.executors.mesos import scheduler
+
+    event, _, count = spec.partition(":")
+    left = [int(count or 1)]
+    handoff = scheduler._Callbacks._handoff
+
+    def failing(self: Any, method: Callable[..., None], *args: Any) -> None:
+        if method.__name__ == event and left[0] > 0:
+            left[0] -= 1
+            raise RuntimeError(f"test fault: the {event} callback raises")
+        handoff(self, method, *args)
+
+    scheduler._Callbacks._handoff = failing  # type: ignore[method-assign]
+
+
+if os.environ.get("ROOST_TEST_RAISE_IN_CALLBACK"):
+    _raise_in_callbacks(os.environ["ROOST_TEST_RAISE_IN_CALLBACK"])
+
+
+@router.function("devices/{device_id}/mesos_isolated", isolated=True, cpus=0.5, mem=64, timeout=1.0)
+def mesos_isolated(seconds: float = 0.0) -> dict[str, object]:
+    """Run in a Mesos task of its own; sleep (past the timeout if asked); say where it ran."""
+    time.sleep(seconds)
+    return {"executor_id": os.environ.get("MESOS_EXECUTOR_ID"), "pid": os.getpid()}
