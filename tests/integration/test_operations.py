@@ -1,0 +1,164 @@
+"""The operations endpoint on a real gateway: metrics while requests flow, health through broker outages, status."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import msgpack
+
+from gateway.devbroker import LocalBroker, free_port
+from tests.integration.test_cli import roost
+from tests.support.gateway_process import ROOT, GatewayProcess
+from tests.support.ops import get, scrape, status_of, value, wait_for
+from tests.support.probe import Probe
+
+ADD = "devices/{device_id}/add"
+
+
+def metrics_env(port: int) -> dict[str, str]:
+    """Settings that turn the endpoint on at ``port``."""
+    return {"ROOST_METRICS__ENABLED": "true", "ROOST_METRICS__PORT": str(port)}
+
+
+def test_metrics_count_requests_by_function_and_outcome_while_they_flow(
+    start_gateway: Callable[..., GatewayProcess], probe: Probe, broker: LocalBroker
+) -> None:
+    port = free_port()
+    start_gateway("--functions", "functions.examples", env=metrics_env(port))
+    before = scrape(port)
+    assert value(before, "roost_broker_connected") == 1
+    assert value(before, "roost_ready") == 1
+    assert value(before, "roost_executor_workers", executor="local") == 2
+    wait_for(lambda: value(scrape(port), "roost_executor_alive", executor="local") == 2, 10, "two live workers")
+
+    answered: list[object] = []
+
+    def traffic() -> None:
+        device = Probe(broker.port)
+        try:
+            for n in range(60):
+                answered.append(device.request("devices/d1/add", {"a": n, "b": 1}))
+            for _ in range(4):
+                answered.append(device.request("devices/d1/add", {"a": "x", "b": 1}))
+            for _ in range(3):
+                answered.append(device.request("devices/d1/nothing-here", {}))
+            for _ in range(2):
+                answered.append(device.request("devices/d1/fail", {"reason": "unplugged"}))
+        finally:
+            device.close()
+
+    sender = threading.Thread(target=traffic)
+    sender.start()
+    seen = []
+    while sender.is_alive():  # scrape while the requests flow: counters only go up
+        seen.append(value(scrape(port), "roost_requests_total", function=ADD, outcome="result"))
+    sender.join(30)
+    assert len(answered) == 69
+    assert seen == sorted(seen) and len(seen) >= 2
+
+    after = scrape(port)
+    assert value(after, "roost_requests_total", function=ADD, outcome="result") == 60
+    assert value(after, "roost_requests_total", function=ADD, outcome="invalid_arguments") == 4
+    assert value(after, "roost_requests_total", function="(unmatched)", outcome="not_found") == 3
+    assert value(after, "roost_request_duration_seconds_count", function=ADD) == 60
+    fail = "devices/{device_id}/fail"
+    assert value(after, "roost_requests_total", function=fail, outcome="function_error") == 2
+    assert value(after, "roost_request_duration_seconds_count", function=fail) == 2  # errors are timed too
+    assert ("roost_requests_dead_lettered_total", frozenset()) in after
+    assert value(after, "roost_request_duration_seconds_bucket", function=ADD, le="+Inf") == 60
+    assert 0 < value(after, "roost_request_duration_seconds_sum", function=ADD) < 60
+    assert value(after, "roost_broker_reconnects_total") == 0
+    assert value(after, "roost_executor_restarts_total", executor="local") == 0
+    assert ("process_resident_memory_bytes", frozenset()) in after
+
+    # A call that runs for a while shows up as in flight on a busy worker.
+    reply_topic = f"test/r/{uuid.uuid4().hex}"
+    probe.subscribe(reply_topic)
+    payload = msgpack.packb({"seconds": 1.5})
+    probe.publish("devices/d1/slow", payload, 1, response_topic=reply_topic, correlation_data=b"slow")
+
+    def busy() -> bool:
+        samples = scrape(port)
+        return (
+            value(samples, "roost_in_flight", executor="local") == 1
+            and value(samples, "roost_executor_busy", executor="local") == 1
+        )
+
+    wait_for(busy, 10, "the slow call in flight")
+    assert value(scrape(port), "roost_queue_depth", executor="local") == 0
+    probe.wait_for(reply_topic, 10)
+    wait_for(lambda: value(scrape(port), "roost_in_flight", executor="local") == 0, 10, "nothing in flight")
+
+
+def _launch(gateway: GatewayProcess) -> None:
+    """Start the process without waiting for it to serve (the broker is not there yet)."""
+    with open(gateway.log_path, "ab") as log:
+        gateway.process = subprocess.Popen(gateway.args, cwd=ROOT, env=gateway.env, stdout=log, stderr=log)
+
+
+def test_health_follows_the_broker_connection_and_status_reports_it(logs: Path, transport: str) -> None:
+    port = free_port()
+    own = LocalBroker()  # its port is chosen, but nothing listens there yet
+    gateway = GatewayProcess(own.address, logs, "--executor", "inline", "--transport", transport, env=metrics_env(port))
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _launch(gateway)
+        wait_for(lambda: status_of(port, "/healthz") == 200, 20, "/healthz")
+        code, body = get(port, "/readyz")
+        assert code == 503 and "not connected to the broker" in body, body
+        out = roost("status", "--url", url)
+        assert out.returncode == 1, out
+        assert out.stdout.splitlines() == ["live:  yes", f"ready: no ({'; '.join(body.splitlines())})"]
+
+        own.start()
+        wait_for(lambda: status_of(port, "/readyz") == 200, 30, "ready once the broker is up")
+        out = roost("status", "--url", url)
+        assert (out.returncode, out.stdout) == (0, "live:  yes\nready: yes\n")
+
+        own.stop()
+        wait_for(lambda: status_of(port, "/readyz") == 503, 20, "not ready without the broker")
+        assert "not connected to the broker" in get(port, "/readyz")[1]
+        assert value(scrape(port), "roost_broker_connected") == 0
+        assert status_of(port, "/healthz") == 200
+
+        own.start()
+        wait_for(lambda: status_of(port, "/readyz") == 200, 40, "ready again after the reconnect")
+        samples = scrape(port)
+        assert value(samples, "roost_broker_connected") == 1
+        assert value(samples, "roost_broker_reconnects_total") >= 1
+        device = Probe(own.port)
+        try:
+            assert device.request("devices/d1/add", {"a": 2, "b": 3}) == {"result": 5}
+        finally:
+            device.close()
+    finally:
+        gateway.stop()
+        own.cleanup()
+    out = roost("status", "--url", url, "--timeout", "1")
+    assert out.returncode == 69 and out.stdout.startswith("live:  no"), out
+
+
+def test_status_without_an_endpoint_is_a_configuration_error() -> None:
+    out = roost("status")
+    assert out.returncode == 78
+    assert "operations endpoint is off" in out.stderr
+
+
+def test_json_logs_are_one_object_per_line(start_gateway: Callable[..., GatewayProcess], probe: Probe) -> None:
+    gateway = start_gateway("--log-format", "json", "--log-level", "DEBUG")
+    assert probe.request("devices/d1/add", {"a": 1, "b": 1}) == {"result": 2}
+    assert probe.request("devices/d1/fail", {"reason": "two\nlines"})["error"]["code"] == "function_error"
+    assert probe.request("devices/d1/nothing", {})["error"]["code"] == "not_found"
+    assert gateway.stop() == 0
+    lines = gateway.log().splitlines()
+    events = [json.loads(line) for line in lines]
+    assert all(isinstance(event, dict) and {"time", "level", "logger", "message"} <= event.keys() for event in events)
+    messages = [event["message"] for event in events]
+    assert any(message.startswith("serving ") for message in messages)
+    assert any("answered not_found" in message for message in messages)
+    assert messages[-1] == "stopped"

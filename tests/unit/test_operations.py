@@ -1,0 +1,157 @@
+"""Operations pieces without a broker: stats, readiness, the endpoint, log lines, shared-subscription settings."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+
+import msgpack
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from gateway.app import Gateway
+from gateway.config import load_settings
+from gateway.errors import ConfigError
+from gateway.health import OperationsEndpoint, readiness_problems
+from gateway.logs import JsonFormatter, TextFormatter
+from gateway.registry import Registry
+from gateway.stats import LATENCY_BOUNDS, DispatchStats
+from gateway.topics import shared_filter
+from gateway.transport.base import InboundMessage
+from gateway.transport.memory import MemoryTransport
+
+
+def test_latencies_land_in_their_bucket_and_outcomes_are_counted() -> None:
+    stats = DispatchStats(["a/{x}"])
+    function = stats.function("a/{x}")
+    function.answered(time.monotonic() - 0.003)  # 3 ms: the 0.005 bucket
+    function.ran(time.monotonic() - 100)  # beyond the last bound: +Inf
+    stats.failed("a/{x}", "timeout")
+    stats.failed("", "not_found")
+    stats.drop("no_reply_address")
+    assert function.results == 1 and function.outcomes == {"timeout": 1}
+    assert function.buckets[LATENCY_BOUNDS.index(0.005)] == 1 and function.buckets[-1] == 1
+    assert 100 < function.seconds < 101
+    assert stats.function("").outcomes == {"not_found": 1}
+    assert stats.dropped == {"no_reply_address": 1}
+
+
+def test_shared_filters_and_their_settings() -> None:
+    assert shared_filter("devices/+/add", "g1") == "$share/g1/devices/+/add"
+    assert shared_filter("devices/+/add", None) == "devices/+/add"
+    assert load_settings(share_group="g1").session_expiry == 0  # a dead member's session must not keep its share
+    assert load_settings(share_group="g1", session_expiry=60).session_expiry == 60
+    assert load_settings().session_expiry == 3600
+    with pytest.raises(ConfigError, match="share_group"):
+        load_settings(share_group="a/b")
+
+
+def _record(message: str, exc: BaseException | None = None) -> logging.LogRecord:
+    exc_info = (type(exc), exc, exc.__traceback__) if exc is not None else None
+    return logging.LogRecord("gateway.test", logging.ERROR, __file__, 1, message, None, exc_info)
+
+
+def test_log_lines_are_one_line_each_as_text_and_as_json() -> None:
+    try:
+        raise ValueError("bad\nvalue")
+    except ValueError as exc:
+        error = exc
+    text = TextFormatter().format(_record("two\nlines", error))
+    assert "\n" not in text and "ValueError: bad | value" in text and " ERROR gateway.test: two | lines" in text
+    line = JsonFormatter().format(_record("two\nlines", error))
+    assert "\n" not in line
+    event = json.loads(line)
+    assert (event["level"], event["logger"], event["message"]) == ("ERROR", "gateway.test", "two\nlines")
+    assert "ValueError: bad" in event["exception"] and event["time"].endswith("+00:00")
+
+
+async def _get(port: int, path: str) -> tuple[int, str]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    data = await reader.read()
+    writer.close()
+    head, _, body = data.decode().partition("\r\n\r\n")
+    return int(head.split(" ")[1]), body
+
+
+def test_the_endpoint_reports_readiness_and_metrics_of_a_gateway() -> None:
+    asyncio.run(asyncio.wait_for(_endpoint_scenario(), 30))
+
+
+async def _endpoint_scenario() -> None:
+    settings = load_settings(executor="inline", functions=["functions.examples"], durable={"enabled": False})
+    transport = MemoryTransport()
+    gateway = Gateway(settings, Registry.from_modules(settings.functions), transport)
+    assert readiness_problems(gateway) == ["not serving: starting up or shutting down", "not connected to the broker"]
+    endpoint = OperationsEndpoint(gateway, "127.0.0.1", 0)
+    await endpoint.start()
+    running = asyncio.create_task(gateway.run())
+    try:
+        assert await _get(endpoint.port, "/healthz") == (200, "ok\n")
+        await asyncio.wait_for(gateway.ready.wait(), 5)
+        assert await _get(endpoint.port, "/readyz") == (200, "ready\n")
+        request = InboundMessage(
+            "devices/d1/add", msgpack.packb({"a": 1, "b": 2}), 0, time.monotonic(), "r/1", b"c"
+        )
+        transport.deliver(request)
+        status, text = await _get(endpoint.port, "/metrics")
+        assert status == 200
+        samples = {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        }
+        key = (("function", "devices/{device_id}/add"), ("outcome", "result"))
+        assert samples[("roost_requests_total", key)] == 1
+        assert samples[("roost_in_flight", (("executor", "inline"),))] == 0
+        assert samples[("roost_ready", ())] == 1
+        transport.link.connected = False  # what a transport does when the broker goes away
+        assert await _get(endpoint.port, "/readyz") == (503, "not connected to the broker\n")
+        assert (await _get(endpoint.port, "/nope"))[0] == 404
+    finally:
+        gateway.request_stop()
+        await asyncio.wait_for(running, 10)
+        await endpoint.close()
+
+
+def test_a_share_group_prefixes_the_subscriptions_but_not_the_reply_loop_guard() -> None:
+    async def scenario() -> None:
+        settings = load_settings(
+            executor="inline", functions=["functions.examples"], share_group="g1", durable={"enabled": False}
+        )
+        transport = MemoryTransport()
+        gateway = Gateway(settings, Registry.from_modules(settings.functions), transport)
+        running = asyncio.create_task(gateway.run())
+        try:
+            await asyncio.wait_for(gateway.ready.wait(), 5)
+            assert transport.filters == [f"$share/g1/{f}" for f in gateway.filters]
+            # A reply topic one of the real filters matches would loop back: refused, though the broker
+            # only knows the filter with its $share prefix.
+            payload = msgpack.packb({"a": 1, "b": 2})
+            looping = InboundMessage("devices/d1/add", payload, 0, time.monotonic(), "devices/x/y")
+            transport.deliver(looping)
+            assert transport.published == []
+            assert gateway.dispatcher.stats.dropped == {"reply_topic_refused": 1}
+        finally:
+            gateway.request_stop()
+            await asyncio.wait_for(running, 10)
+
+    asyncio.run(scenario())
+
+
+def test_a_crash_is_one_log_line_and_exit_code_1(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import gateway.app
+    from gateway.cli import EXIT_ERROR, _run
+
+    async def crash(*args: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(gateway.app, "serve", crash)
+    with caplog.at_level(logging.ERROR):
+        assert _run(load_settings(durable={"enabled": False}), None) == EXIT_ERROR
+    assert [record.getMessage() for record in caplog.records] == ["the gateway crashed"]
+    assert "RuntimeError: boom" in TextFormatter().format(caplog.records[0])
