@@ -1,0 +1,317 @@
+"""The durable queue: store QoS 1/2 requests before acknowledging them, store replies before publishing them.
+
+:class:`DurableQueue` sits between the transport and the dispatcher. Requests
+arriving in one event-loop turn are collected and written in **one** sqlite
+transaction at the end of the turn (group commit); only then are they
+acknowledged to the broker, in order of arrival. Replies take the same path
+the other way: stored in the turn's transaction, then published; the broker's
+confirmation marks them done in a later one.
+
+The dispatcher starts an idempotent call at once, before the commit: if the
+gateway dies first, the request was not acknowledged and comes again, and
+running it twice is harmless. A fast call's reply then lands in the same
+commit as its request: one commit per request, not two.
+
+A non-idempotent call is recorded as started (in a group commit too) before
+it is handed to an executor, and at most ``max_started`` of them are handed
+over at a time: so after a crash only those really under way are answered
+``unavailable``, and the rest of a backlog still runs.
+
+After a crash, :meth:`DurableQueue.start` republishes stored replies the
+broker had not confirmed and hands back the requests that were stored but not
+answered. A request delivered again (same device, same correlation id) is
+answered from the store, or left to the first copy while that one still runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from gateway.errors import Overloaded
+from gateway.store import DONE, RequestStore, StoredRequest
+from gateway.transport.base import InboundMessage, OutboundMessage, Transport
+
+log = logging.getLogger(__name__)
+
+PRUNE_INTERVAL = 1.0  # seconds between prunes of old confirmed rows
+# Confirmations ride along with the next commit, or are written after this long: losing one costs
+# only a republished (duplicate) reply, and a commit of its own would delay the next request.
+CONFIRM_DELAY = 0.05
+
+@dataclass(slots=True)
+class _Known:
+    """What the dedup index knows of one (device, correlation id)."""
+
+    seq: int
+    finished: float | None  # time.time() of the stored reply; None while the call runs
+
+
+@dataclass(frozen=True, slots=True)
+class Duplicate:
+    """The outcome of :meth:`DurableQueue.claim` for a request seen before."""
+
+    reply: OutboundMessage | None  # the first copy's reply (to republish), None while it still runs
+
+
+class DurableQueue:
+    """Group-committed request intake and reply output over a :class:`RequestStore`."""
+
+    def __init__(
+        self,
+        store: RequestStore,
+        transport: Transport,
+        result_ttl: float,
+        max_results: int,
+        max_started: int = 16,
+        max_waiting: int = 1000,
+    ) -> None:
+        self.store = store
+        self._transport = transport
+        self._ttl = result_ttl
+        self._max_results = max_results
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._scheduled = False
+        self._inbound: list[InboundMessage] = []  # stored in the coming commit, acknowledged after it
+        self._rows: list[tuple[int, float, str, bytes, int, str | None, bytes | None, int | None]] = []
+        self._replies: list[tuple[int, str | None, float, str | None, bytes, int, bytes | None]] = []
+        self._outbound: list[tuple[int, OutboundMessage]] = []
+        self._confirmed: list[int] = []
+        self._keys: dict[int, str] = {}  # seq → dedup key, for calls still running
+        self._index: collections.OrderedDict[str, _Known] = collections.OrderedDict()
+        self._staged: dict[int, OutboundMessage] = {}  # replies stored in the coming commit
+        self._pruner: asyncio.TimerHandle | None = None
+        self._confirm_timer: asyncio.TimerHandle | None = None
+        self._max_started = max_started
+        self._max_waiting = max_waiting
+        self._running: set[int] = set()  # non-idempotent calls recorded as started, not finished
+        # Calls leave in order of arrival: (seq, start, record); record=True for non-idempotent ones,
+        # which are recorded as started in the commit before they start and count against max_started.
+        self._starting: list[tuple[int, Callable[[], None], bool]] = []  # start right after the coming commit
+        self._waiting: collections.deque[tuple[int, Callable[[], None], bool]] = collections.deque()
+        self.commits = 0
+        self.commit_seconds = 0.0
+
+    def start(self) -> list[tuple[InboundMessage, int, bool]]:
+        """Begin: republish unconfirmed replies; return the stored requests that still need an answer.
+
+        Each comes with its sequence number and whether it was started (it may have run).
+
+        Call on the event loop before the transport connects: the transport queues the republished replies.
+        """
+        self._loop = asyncio.get_running_loop()
+        republished = 0
+        for reply in self.store.replies():
+            if reply.dedup_key is not None:
+                self._remember(reply.dedup_key, _Known(reply.seq, reply.finished))
+            if reply.state != DONE and reply.topic is not None:
+                message = OutboundMessage(reply.topic, reply.payload, reply.qos, reply.correlation)
+                self._send(reply.seq, message)
+                republished += 1
+        pending = [(_inbound(row), row.seq, row.started) for row in self.store.unfinished()]
+        if republished or pending:
+            log.info(
+                "durable queue %s: %d unconfirmed replies republished, %d unanswered requests to work off",
+                self.store.path,
+                republished,
+                len(pending),
+            )
+        self._pruner = self._loop.call_later(PRUNE_INTERVAL, self._prune)
+        return pending
+
+    def stop(self) -> None:
+        """Write what is staged and close the store."""
+        if self._pruner is not None:
+            self._pruner.cancel()
+        self._flush()
+        self.store.close()
+
+    # -- intake ----------------------------------------------------------------------------
+
+    def stage(self, message: InboundMessage) -> int:
+        """Take a QoS 1/2 request: stored at the end of this turn, then acknowledged; its sequence number."""
+        seq = self.store.allocate()
+        self._rows.append(
+            (
+                seq,
+                time.time() - (time.monotonic() - message.received_at),
+                message.topic,
+                message.payload,
+                message.qos,
+                message.response_topic,
+                message.correlation_data,
+                message.message_expiry,
+            )
+        )
+        self._inbound.append(message)
+        self._schedule()
+        return seq
+
+    def claim(self, seq: int, key: str) -> Duplicate | None:
+        """Register request ``seq`` as the call for ``key``; a :class:`Duplicate` if ``key`` was seen."""
+        known = self._index.get(key)
+        if known is not None and known.seq != seq and not self._expired(known):
+            if known.finished is None:
+                return Duplicate(None)
+            reply = self._staged.get(known.seq) or self._stored_reply(known.seq)
+            if reply is not None:
+                return Duplicate(reply)
+        self._keys[seq] = key
+        self._remember(key, _Known(seq, None))
+        return None
+
+    def start_in_order(self, seq: int, start: Callable[[], None], record: bool) -> None:
+        """Call ``start`` for request ``seq`` after the calls that arrived before it.
+
+        ``record``: first record it as started (in a commit), and keep at most ``max_started``
+        such calls under way. Without it, and with nothing ahead, ``start`` runs at once.
+        ``Overloaded`` when too many calls wait.
+        """
+        if not self._starting and not self._waiting:
+            if not record:
+                start()
+                return
+            if len(self._running) < self._max_started:
+                self._running.add(seq)
+                self._starting.append((seq, start, record))
+                self._schedule()
+                return
+        if len(self._waiting) >= self._max_waiting:
+            raise Overloaded(f"{len(self._waiting)} calls are waiting to start, the limit is {self._max_waiting}")
+        self._waiting.append((seq, start, record))
+        self._promote()
+
+    def _promote(self) -> None:
+        """Move waiting calls, in order, to the coming commit while the window allows."""
+        waiting = self._waiting
+        while waiting:
+            seq, _, record = waiting[0]
+            if record:
+                if len(self._running) >= self._max_started:
+                    return
+                self._running.add(seq)
+            self._starting.append(waiting.popleft())
+            self._schedule()
+
+    def finish(self, seq: int, reply: OutboundMessage | None) -> None:
+        """Store the outcome of request ``seq``, then publish ``reply`` (``None``: nothing to send)."""
+        running = self._running
+        if seq in running:
+            running.discard(seq)
+            if self._waiting:
+                self._promote()
+        now = time.time()
+        key = self._keys.pop(seq, None)
+        if key is not None:
+            known = self._index.get(key)
+            if known is not None and known.seq == seq:
+                known.finished = now
+        if reply is None:
+            self._replies.append((seq, key, now, None, b"", 0, None))
+        else:
+            self._replies.append((seq, key, now, reply.topic, reply.payload, reply.qos, reply.correlation_data))
+            self._outbound.append((seq, reply))
+            self._staged[seq] = reply
+        self._schedule()
+
+    # -- the group commit --------------------------------------------------------------------
+
+    def _schedule(self) -> None:
+        if not self._scheduled:
+            self._scheduled = True
+            # call_soon runs after every callback already queued for this turn: one commit per turn.
+            loop = self._loop or asyncio.get_running_loop()
+            loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        if self._confirm_timer is not None:
+            self._confirm_timer.cancel()
+            self._confirm_timer = None
+        inbound, self._inbound = self._inbound, []
+        outbound, self._outbound = self._outbound, []
+        rows, self._rows = self._rows, []
+        replies, self._replies = self._replies, []
+        confirmed, self._confirmed = self._confirmed, []
+        starting, self._starting = self._starting, []
+        if rows or replies or confirmed or starting:
+            started = time.perf_counter()
+            try:
+                self.store.commit(rows, replies, confirmed, [seq for seq, _, record in starting if record])
+            except Exception:
+                # Keep serving: an unwritable disk must not stop the gateway, but it is loud.
+                log.exception("durable queue: commit failed; %d requests go on without being stored", len(rows))
+            self.commit_seconds += time.perf_counter() - started
+            self.commits += 1
+        self._staged.clear()
+        ack = self._transport.ack
+        for message in inbound:
+            ack(message)
+        for _, start, _ in starting:
+            start()
+        for seq, reply in outbound:
+            self._send(seq, reply)
+
+    def _send(self, seq: int, reply: OutboundMessage) -> None:
+        try:
+            self._transport.publish(reply, lambda: self._confirm(seq))
+        except (ValueError, TypeError, OSError) as exc:
+            log.warning("could not publish to %r: %s", reply.topic, exc)
+            self._confirm(seq)
+
+    def _confirm(self, seq: int) -> None:
+        self._confirmed.append(seq)
+        if self._confirm_timer is None and not self._scheduled:
+            loop = self._loop or asyncio.get_running_loop()
+            self._confirm_timer = loop.call_later(CONFIRM_DELAY, self._flush)
+
+    # -- the dedup index ---------------------------------------------------------------------
+
+    def _remember(self, key: str, known: _Known) -> None:
+        index = self._index
+        index[key] = known
+        index.move_to_end(key)
+        while len(index) > self._max_results:
+            index.popitem(last=False)
+
+    def _expired(self, known: _Known) -> bool:
+        return known.finished is not None and known.finished < time.time() - self._ttl
+
+    def _stored_reply(self, seq: int) -> OutboundMessage | None:
+        for reply in self.store.reply_of(seq):
+            if reply.topic is not None:
+                return OutboundMessage(reply.topic, reply.payload, reply.qos, reply.correlation)
+        return None
+
+    def _prune(self) -> None:
+        cutoff = time.time() - self._ttl
+        index = self._index
+        while index:
+            key, known = next(iter(index.items()))
+            if known.finished is None or known.finished >= cutoff:
+                break
+            del index[key]
+        try:
+            self.store.prune(cutoff, self._max_results)
+        except Exception:
+            log.exception("durable queue: pruning old replies failed")
+        if self._loop is not None:
+            self._pruner = self._loop.call_later(PRUNE_INTERVAL, self._prune)
+
+
+def _inbound(row: StoredRequest) -> InboundMessage:
+    """Rebuild a stored request; its arrival time is carried over so deadlines still hold."""
+    age = max(time.time() - row.arrived, 0.0)
+    return InboundMessage(
+        row.topic,
+        row.payload,
+        row.qos,
+        time.monotonic() - age,
+        row.response_topic,
+        row.correlation,
+        row.expiry,
+    )

@@ -1,0 +1,166 @@
+"""Security on the real broker: TLS (verified by default) with a client certificate and a password,
+and the ACL of ``roost acl`` keeping device A out of device B's topics.
+
+mosquitto runs with a test CA generated here, ``allow_anonymous false``, a password file
+(users ``roost``, ``A``, ``B``) and the generated ACL. The gateway connects over TLS;
+devices use the plain listener with their passwords.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import msgpack
+import pytest
+
+from gateway.devbroker import LocalBroker, free_port
+from tests.support.gateway_process import ROOT, GatewayProcess
+from tests.support.probe import Probe
+from tests.support.tls import Pki, make_pki
+
+USERS = {"roost": "gateway-secret", "A": "a-secret", "B": "b-secret"}
+SPACES = "roost/replies/{device_id}"
+
+
+class SecureBroker:
+    """The broker, its TLS port and the PKI."""
+
+    def __init__(self, broker: LocalBroker, tls_port: int, pki: Pki) -> None:
+        self.broker = broker
+        self.tls_port = tls_port
+        self.pki = pki
+
+
+@pytest.fixture(scope="module")
+def secure() -> Iterator[SecureBroker]:
+    # Not under pytest's tmp_path: mosquitto drops to its own user, which cannot enter that (0700) tree.
+    files = Path(tempfile.mkdtemp(prefix="roost-security-"))
+    files.chmod(0o755)
+    pki = make_pki(files / "pki")
+    passwords = files / "passwd"
+    for n, (user, password) in enumerate(USERS.items()):
+        subprocess.run(
+            ["mosquitto_passwd", *(["-c"] if n == 0 else []), "-b", str(passwords), user, password], check=True
+        )
+    acl = files / "acl"
+    generated = subprocess.run(
+        [sys.executable, "-m", "gateway", "acl", "--functions", "functions.examples"],
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT), ROOST_REPLY_SPACES=SPACES),
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    acl.write_text(generated.stdout)
+    for path in (passwords, acl):
+        path.chmod(0o644)
+    tls_port = free_port()
+    broker = LocalBroker(
+        extra_config=(
+            f"allow_anonymous false\npassword_file {passwords}\nacl_file {acl}\n"
+            f"listener {tls_port} 127.0.0.1\ncafile {pki.ca}\ncertfile {pki.server_cert}\n"
+            f"keyfile {pki.server_key}\nrequire_certificate true\n"
+        )
+    ).start()
+    yield SecureBroker(broker, tls_port, pki)
+    broker.cleanup()
+    shutil.rmtree(files, ignore_errors=True)
+
+
+def tls_env(secure: SecureBroker, ca: Path | None = None, password: str = USERS["roost"]) -> dict[str, str]:
+    pki = secure.pki
+    return {
+        "ROOST_TLS__CA_FILE": str(ca or pki.ca),
+        "ROOST_TLS__CERT_FILE": str(pki.client_cert),
+        "ROOST_TLS__KEY_FILE": str(pki.client_key),
+        "ROOST_USERNAME": "roost",
+        "ROOST_PASSWORD": password,
+        "ROOST_REPLY_SPACES": SPACES,
+        "ROOST_CONNECT_TIMEOUT": "3",
+    }
+
+
+@pytest.fixture
+def secure_gateway(secure: SecureBroker, logs: Path, transport: str) -> Iterator[GatewayProcess]:
+    address = f"127.0.0.1:{secure.tls_port}"
+    gateway = GatewayProcess(
+        address, logs, "--transport", transport, "--executor", "inline", env=tls_env(secure)
+    ).start()
+    yield gateway
+    assert gateway.stop() == 0
+
+
+@pytest.fixture
+def device() -> Iterator[Callable[[int, str], Probe]]:
+    opened: list[Probe] = []
+
+    def open_device(secure_port: int, name: str) -> Probe:
+        probe = Probe(secure_port, client_id=f"device-{name}", username=name, password=USERS[name])
+        opened.append(probe)
+        return probe
+
+    yield open_device
+    for probe in opened:
+        probe.close()
+
+
+def call(probe: Probe, device_id: str, reply_to: str, a: int) -> None:
+    probe.publish(f"devices/{device_id}/add", msgpack.packb({"a": a, "b": 1}), 1, response_topic=reply_to,
+                  correlation_data=str(a).encode())  # fmt: skip
+
+
+def test_the_gateway_serves_over_tls_with_a_client_certificate_and_a_password(
+    secure: SecureBroker, secure_gateway: GatewayProcess, device: Callable[..., Probe]
+) -> None:
+    a = device(secure.broker.port, "A")
+    a.subscribe("roost/replies/A")
+    call(a, "A", "roost/replies/A", 41)
+    assert a.wait_for("roost/replies/A").decoded() == {"result": 42}
+
+
+def test_device_a_can_neither_call_as_b_nor_read_b_replies(
+    secure: SecureBroker, secure_gateway: GatewayProcess, device: Callable[..., Probe]
+) -> None:
+    a = device(secure.broker.port, "A")
+    b = device(secure.broker.port, "B")
+    a.subscribe("roost/replies/B")  # refused by the ACL (the SUBACK says so; nothing arrives)
+    a.subscribe("roost/replies/#")  # allowed, but the broker delivers A only what A may read
+    b.subscribe("roost/replies/B")
+    call(a, "B", "roost/replies/A", 1)  # calling as B: the broker drops it
+    call(b, "B", "roost/replies/B", 2)
+    assert b.wait_for("roost/replies/B").decoded() == {"result": 3}
+    call(a, "A", "roost/replies/B", 3)  # a forged reply topic in B's space: the gateway refuses it
+    call(a, "A", "roost/replies/A", 4)
+    assert a.wait_for("roost/replies/A").decoded() == {"result": 5}
+    a.expect_nothing(0.5)
+    b.expect_nothing(0.1)
+    assert "outside device 'A''s reply space" in secure_gateway.log()
+
+
+def run_once(secure: SecureBroker, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", "run", "--broker", f"127.0.0.1:{secure.tls_port}", "--executor", "inline"],
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT), ROOST_DURABLE__ENABLED="false", **env),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def test_server_verification_is_on_by_default(secure: SecureBroker) -> None:
+    result = run_once(secure, tls_env(secure, ca=secure.pki.other_ca))
+    assert result.returncode == 69, result.stderr
+    assert "certificate verify failed" in result.stderr
+
+
+def test_a_wrong_password_is_refused(secure: SecureBroker) -> None:
+    result = run_once(secure, tls_env(secure, password="wrong"))
+    assert result.returncode == 69, result.stderr
+    assert "refused" in result.stderr

@@ -1,0 +1,115 @@
+"""A device that streams QoS 1 requests at a steady rate and records every reply, for crash and soak tests.
+
+It keeps a persistent MQTT 5 session (never a clean start: the client id is fresh,
+a session expiry), so replies published while it is disconnected (a broker
+restart) wait at the broker; paho reconnects and resends unacknowledged
+requests by itself.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import msgpack
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+#: Builds request ``n``: (topic, arguments).
+RequestMaker = Callable[[int], tuple[str, dict[str, Any]]]
+
+
+class StreamingDevice:
+    """One paho connection: a publishing thread and a reply log keyed by request number."""
+
+    def __init__(self, port: int, reply_topic: str | None = None) -> None:
+        self.reply_topic = reply_topic or f"test/stream/{uuid.uuid4().hex}"
+        self.replies: dict[int, list[Any]] = collections.defaultdict(list)
+        self._lock = threading.Lock()
+        self._count = 0
+        self.sent = 0
+        self._subscribed = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        client_id = f"stream-{uuid.uuid4().hex[:10]}"
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+        client.max_inflight_messages_set(1000)
+        client.max_queued_messages_set(0)
+        client.reconnect_delay_set(1, 1)
+        client.on_message = self._on_message
+        client.on_subscribe = lambda *args: self._subscribed.set()
+        client.on_connect = lambda c, *args: c.subscribe(self.reply_topic, 1)
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 600
+        client.connect("127.0.0.1", port, keepalive=10, clean_start=False, properties=props)
+        client.loop_start()
+        self.client = client
+        assert self._subscribed.wait(10), "no SUBACK for the reply topic"
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        corr = getattr(msg.properties, "CorrelationData", None)
+        if corr is None:
+            return
+        decoded = msgpack.unpackb(msg.payload, raw=False)
+        with self._lock:
+            self.replies[int(corr)].append(decoded)
+            self._count += 1
+
+    @property
+    def reply_count(self) -> int:
+        """Replies received, duplicates included."""
+        with self._lock:
+            return self._count
+
+    @property
+    def answered(self) -> int:
+        """Distinct requests with at least one reply."""
+        with self._lock:
+            return len(self.replies)
+
+    def start(self, total: int, rate: float, make: RequestMaker) -> None:
+        """Publish ``total`` requests at ``rate`` per second from a background thread."""
+        self._thread = threading.Thread(target=self._stream, args=(total, rate, make), daemon=True)
+        self._thread.start()
+
+    def _stream(self, total: int, rate: float, make: RequestMaker) -> None:
+        started = time.monotonic()
+        for n in range(total):
+            if self._stop.is_set():
+                return
+            # Pacing (not synchronisation): request n leaves at its slot on the schedule.
+            delay = started + n / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            topic, args = make(n)
+            self.client.publish(topic, msgpack.packb(args), qos=1, properties=reply_properties(self.reply_topic, n))
+            self.sent = n + 1
+
+    def wait(self, condition: Callable[[], bool], timeout: float, what: str) -> None:
+        """Poll ``condition`` until true or fail naming ``what``."""
+        deadline = time.monotonic() + timeout
+        while not condition():
+            assert time.monotonic() < deadline, f"timed out on {what} (sent {self.sent}, answered {self.answered})"
+            time.sleep(0.01)
+
+    def close(self) -> None:
+        """Stop streaming and disconnect."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def reply_properties(reply_topic: str, number: int) -> Properties:
+    """MQTT 5 PUBLISH properties of request ``number``: its Response Topic and Correlation Data."""
+    props = Properties(PacketTypes.PUBLISH)
+    props.ResponseTopic = reply_topic
+    props.CorrelationData = str(number).encode()
+    return props

@@ -1,0 +1,234 @@
+"""The durable queue with the dispatcher, the in-memory transport and a real sqlite file.
+
+Covers: one commit per loop turn and acks only after it, in order; replies stored
+before they are published; duplicates answered from the store; recovery after a
+"crash" (a queue dropped without stopping) reruns idempotent calls, answers the
+others ``unavailable`` and republishes unconfirmed replies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import msgpack
+
+from gateway.dispatch import Dispatcher, DispatchOptions
+from gateway.durable import DurableQueue
+from gateway.executors.inline import InlineExecutor
+from gateway.registry import Registry, Router
+from gateway.store import DONE, REPLIED, STARTED, RequestStore
+from gateway.topics import TopicTemplate
+from gateway.transport.base import InboundMessage, OutboundMessage
+from gateway.transport.memory import MemoryTransport
+
+
+def synchronous(test: Callable[[Path], Coroutine[Any, Any, None]]) -> Callable[[Path], None]:
+    """Run an async test on a fresh event loop (the suite has no asyncio plugin)."""
+
+    @functools.wraps(test)
+    def run(tmp_path: Path) -> None:
+        asyncio.run(test(tmp_path))
+
+    return run
+
+
+router = Router()
+RUNS: list[str] = []
+
+
+@router.function("devices/{device_id}/add", idempotent=True)
+def add(a: int, b: int) -> int:
+    RUNS.append("add")
+    return a + b
+
+
+@router.function("devices/{device_id}/charge")
+def charge(amount: int) -> int:
+    RUNS.append("charge")
+    return amount
+
+
+@router.function("devices/{device_id}/nap")
+async def nap(seconds: float) -> str:
+    await asyncio.sleep(seconds)
+    return "rested"
+
+
+class UnconfirmedTransport(MemoryTransport):
+    """Records publishes but never confirms them, like a broker that went away."""
+
+    def publish(self, message: OutboundMessage, on_confirmed: Any = None) -> None:
+        self.published.append(message)
+
+
+def make(path: Path, transport: MemoryTransport | None = None) -> tuple[Dispatcher, MemoryTransport, DurableQueue]:
+    transport = transport or MemoryTransport()
+    durable = DurableQueue(RequestStore(path), transport, result_ttl=60.0, max_results=100)
+    namespace = (TopicTemplate.parse("devices/{device_id}/{function:path}"),)
+    dispatcher = Dispatcher(
+        Registry.from_specs(router.specs),
+        {"inline": InlineExecutor(10, 1000)},
+        "inline",
+        transport,
+        DispatchOptions(namespace=namespace, max_payload_bytes=1000, call_timeout=1.0),
+        ["devices/+/#"],
+        durable,
+    )
+    return dispatcher, transport, durable
+
+
+def request(topic: str, args: dict[str, Any], cid: bytes, qos: int = 1) -> InboundMessage:
+    return InboundMessage(topic, msgpack.packb(args), qos, time.monotonic(), "r/t", cid, ack_token=cid)
+
+
+def states(path: Path) -> list[int]:
+    store = RequestStore(path)
+    try:
+        return [reply.state for reply in store.replies()] + [STARTED for _ in store.unfinished()]
+    finally:
+        store.close()
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+@synchronous
+async def test_a_turn_is_stored_in_one_commit_then_acked_in_order(tmp_path: Path) -> None:
+    dispatcher, transport, durable = make(tmp_path / "q.sqlite3")
+    durable.start()
+    messages = [request("devices/d1/add", {"a": n, "b": 1}, str(n).encode()) for n in range(20)]
+    for message in messages:
+        dispatcher.handle(message)
+    assert transport.acked == [] and durable.store.count() == 0  # nothing acked before the commit
+    await settle()
+    assert transport.acked == messages
+    assert durable.commits == 1  # requests and their (inline) replies; confirmations ride with a later one
+    assert [msgpack.unpackb(m.payload) for m in transport.published] == [{"result": n + 1} for n in range(20)]
+    assert states(tmp_path / "q.sqlite3") == [REPLIED] * 20
+    durable.stop()  # writes the pending confirmations
+    assert states(tmp_path / "q.sqlite3") == [DONE] * 20
+
+
+@synchronous
+async def test_a_duplicate_is_answered_from_the_store_without_running_again(tmp_path: Path) -> None:
+    dispatcher, transport, durable = make(tmp_path / "q.sqlite3")
+    durable.start()
+    RUNS.clear()
+    dispatcher.handle(request("devices/d1/charge", {"amount": 5}, b"c1"))
+    await settle()
+    dispatcher.handle(request("devices/d1/charge", {"amount": 5}, b"c1"))
+    dispatcher.handle(request("devices/d2/charge", {"amount": 5}, b"c1"))  # another device: its own call
+    await settle()
+    assert RUNS == ["charge", "charge"]
+    assert [m.correlation_data for m in transport.published] == [b"c1", b"c1", b"c1"]
+    assert {m.payload for m in transport.published} == {msgpack.packb({"result": 5})}
+    durable.stop()
+
+
+@synchronous
+async def test_a_duplicate_of_a_running_call_is_left_to_the_first_copy(tmp_path: Path) -> None:
+    dispatcher, transport, durable = make(tmp_path / "q.sqlite3")
+    durable.start()
+    dispatcher.handle(request("devices/d1/nap", {"seconds": 0.05}, b"n1"))
+    await settle()
+    dispatcher.handle(request("devices/d1/nap", {"seconds": 0.05}, b"n1"))
+    await asyncio.sleep(0.1)
+    await settle()
+    assert len(transport.published) == 1
+    assert len(transport.acked) == 2
+    durable.stop()
+
+
+@synchronous
+async def test_after_a_crash_idempotent_calls_rerun_and_the_others_answer_unavailable(tmp_path: Path) -> None:
+    path = tmp_path / "q.sqlite3"
+    dispatcher, _, durable = make(path)
+    durable.start()
+    # Stored and acked; the process dies before the calls finish (the naps never end here).
+    dispatcher.handle(request("devices/d1/nap", {"seconds": 30}, b"n1"))
+    await settle()
+    assert states(path) == [STARTED]
+    durable.store.close()  # the crash: nothing more is written
+
+    RUNS.clear()
+    dispatcher, transport, durable = make(path)
+    for message, seq, started in durable.start():
+        dispatcher.run_stored(message, seq, started)
+    await settle()
+    reply = msgpack.unpackb(transport.published[0].payload)
+    assert reply["error"]["code"] == "unavailable"
+    durable.stop()
+    assert states(path) == [DONE]
+
+
+@synchronous
+async def test_idempotent_calls_are_rerun_after_a_crash(tmp_path: Path) -> None:
+    path = tmp_path / "q.sqlite3"
+    store = RequestStore(path)
+    seq = store.allocate()
+    store.commit([(seq, time.time(), "devices/d1/add", msgpack.packb({"a": 2, "b": 3}), 1, "r/t", b"x", None)], [], [])
+    store.close()
+    RUNS.clear()
+    dispatcher, transport, durable = make(path)
+    for message, stored, started in durable.start():
+        dispatcher.run_stored(message, stored, started)
+    await settle()
+    assert RUNS == ["add"]
+    assert msgpack.unpackb(transport.published[0].payload) == {"result": 5}
+    durable.stop()
+
+
+@synchronous
+async def test_unconfirmed_replies_are_republished_on_start(tmp_path: Path) -> None:
+    path = tmp_path / "q.sqlite3"
+    dispatcher, transport, durable = make(path, UnconfirmedTransport())
+    durable.start()
+    dispatcher.handle(request("devices/d1/add", {"a": 1, "b": 1}, b"a1"))
+    await settle()
+    assert len(transport.published) == 1
+    assert states(path) == [REPLIED]
+    durable.store.close()
+
+    RUNS.clear()
+    dispatcher, transport, durable = make(path)
+    assert durable.start() == []
+    await settle()
+    assert RUNS == []
+    assert [(m.topic, m.correlation_data, msgpack.unpackb(m.payload)) for m in transport.published] == [
+        ("r/t", b"a1", {"result": 2})
+    ]
+    # The broker delivers the request again (its ack was lost): answered from the store.
+    dispatcher.handle(request("devices/d1/add", {"a": 1, "b": 1}, b"a1"))
+    await settle()
+    assert RUNS == [] and len(transport.published) == 2
+    durable.stop()
+    assert states(path) == [DONE, DONE]
+
+
+def test_old_replies_are_pruned(tmp_path: Path) -> None:
+    store = RequestStore(tmp_path / "q.sqlite3")
+    for n in range(10):
+        seq = store.allocate()
+        store.commit([(seq, 0.0, "t", b"", 1, None, None, None)], [(seq, None, float(n), "r", b"x", 1, None)], [seq])
+    assert store.prune(older_than=5.0, keep=3) == 7
+    assert store.count() == 3
+    store.close()
+
+
+@synchronous
+async def test_calls_start_in_order_of_arrival_whatever_their_kind(tmp_path: Path) -> None:
+    dispatcher, _, durable = make(tmp_path / "q.sqlite3")
+    durable.start()
+    RUNS.clear()
+    dispatcher.handle(request("devices/d1/charge", {"amount": 1}, b"c"))  # waits for its "started" commit
+    dispatcher.handle(request("devices/d1/add", {"a": 1, "b": 1}, b"a"))  # idempotent, but arrived later
+    await settle()
+    assert RUNS == ["charge", "add"]
+    durable.stop()
