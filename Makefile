@@ -5,10 +5,13 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test quick lint bench system-deps deps clean
+.PHONY: demo demo-mesos test quick lint bench system-deps deps clean
 
 demo: deps                    ## private mosquitto + gateway + a demo client
 	$(BIN)/roost demo
+
+demo-mesos: deps              ## Mesos stand-in with two agents + the gateway on the mesos executor
+	$(BIN)/python examples/mesos_demo.py
 
 test: deps lint               ## the whole suite (what .ci/run runs)
 	$(BIN)/pytest

@@ -20,7 +20,8 @@ from benchmarks.targets import NULL
 
 Record = dict[str, Any]
 TERMINAL_WIDTH = 150  # when stdout is not a terminal (make bench | tee, CI logs)
-LEFT_ALIGNED = frozenset({"scenario", "target", "goal", "transport", "verdict"})
+LEFT_ALIGNED = frozenset({"scenario", "target", "issue", "goal", "transport", "verdict"})
+GOALS_TITLE = "Targets of issues 4 and 6"
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,14 +133,16 @@ def goal_table(summary: Record) -> TextTable:
     missed = set()
     for index, goal in enumerate(summary["goals"]):
         value, unit = goal["value"], goal["unit"]
-        shown = "–" if value is None else f"{value:.2f}×" if unit == "×" else f"{value:,.1f} {unit}"
+        digits = 0 if unit == "req/s" else 1
+        shown = "–" if value is None else f"{value:.2f}×" if unit == "×" else f"{value:,.{digits}f} {unit}"
         verdict = "not measured" if goal["met"] is None else "met" if goal["met"] else "MISSED"
         if not goal["binding"]:
             verdict += " (report-only)"
         if goal["met"] is False:
             missed.add(index)
-        cells.append([goal["goal"], goal["transport"], shown, verdict])
-    return TextTable("Targets of issue 4", ("goal", "transport", "value", "verdict"), cells, missed=frozenset(missed))
+        cells.append([str(goal["issue"]), goal["goal"], goal["transport"], shown, verdict])
+    headers = ("issue", "goal", "transport", "value", "verdict")
+    return TextTable(GOALS_TITLE, headers, cells, missed=frozenset(missed))
 
 
 def tables(raw: Record) -> list[TextTable]:

@@ -158,17 +158,23 @@ class Runner:
         record: dict[str, Any] = {"round": round_no, "target": spec.name, "ok": False, "error": None}
         client_id = f"bench-{self.run_id}-{spec.name.replace('/', '-')}-r{round_no}"
         log_path = self.log_dir / f"{client_id}.log"
-        target = TargetProcess(spec, broker.address, client_id, log_path)
         measurements: list[dict[str, Any]] = []
+        try:  # on a thread: a mesos target first starts its stand-in and waits for it
+            target = await asyncio.to_thread(TargetProcess, spec, broker.address, client_id, log_path)
+        except OSError as exc:
+            record["error"] = f"could not start: {exc}"
+            record["measurements"] = measurements
+            self.step(f"round {round_no}/{self.config.rounds} · {spec.name} · failed", len(self.config.scenarios))
+            return record
         try:
-            with meters.PeakMemory(target.pid) as memory:
+            with meters.PeakMemory(target.processes) as memory:
                 record["ready_s"] = round(await self._wait_ready(fleet, target), 3)
                 await run_scenario(fleet, self._warmup(), self.config.drain)
                 for scenario in self.config.scenarios:
                     self.step(f"round {round_no}/{self.config.rounds} · {spec.name} · {scenario.name}", 0)
-                    before = self._cpu(target.pid, broker.process.pid)
+                    before = self._cpu(target, broker.process.pid)
                     tally = await run_scenario(fleet, scenario, self.config.drain)
-                    after = self._cpu(target.pid, broker.process.pid)
+                    after = self._cpu(target, broker.process.pid)
                     cpu = {k: after[k] - before[k] for k in before}
                     measurements.append(measurement(scenario, tally, cpu))
                     self.step(f"round {round_no}/{self.config.rounds} · {spec.name} · {scenario.name}", 1)
@@ -211,10 +217,10 @@ class Runner:
         count = self.config.warmup_requests
         return Scenario("warmup", "window", 1, requests=count, seconds=5.0, window=min(count, 50))
 
-    def _cpu(self, target_pid: int, broker_pid: int) -> dict[str, float]:
+    def _cpu(self, target: TargetProcess, broker_pid: int) -> dict[str, float]:
         times = self.loadgen.cpu_times()
         return {
-            "target": meters.tree_cpu_seconds(target_pid),
+            "target": meters.cpu_seconds(target.processes()),
             "broker": meters.tree_cpu_seconds(broker_pid),
             "loadgen": times.user + times.system,
         }

@@ -135,25 +135,31 @@ async def _send_at_rate(pacer: Pacer) -> None:
 
 
 async def wait_until_answered(fleet: Fleet, timeout: float, attempt: float = 0.25) -> float:
-    """Send ``devices/warmup/add`` requests until one is answered; return the seconds it took.
+    """Send ``devices/warmup/add`` requests until one is answered correctly; return the seconds it took.
 
-    Raises ``TimeoutError`` when nothing answers within ``timeout``.
+    An error reply is not an answer: a gateway on the mesos executor says
+    ``unavailable`` until its executors are warm, so the probe asks again.
+    Raises ``TimeoutError`` when nothing answers correctly within ``timeout``.
     """
     device = fleet.devices[0]
     started = time.monotonic()
+    last_error = "no reply"
     for _ in range(int(timeout / attempt) + 1):
         fleet.reset()
         fleet.send(device, 1, topic="devices/warmup/add")
         fleet.flush()
-        for _ in range(int(attempt / 0.005)):
+        for _ in range(int(attempt / 0.005)):  # an error reply waits out the attempt: no busy retries
             await asyncio.sleep(0.005)
-            if fleet.tally.answered:
+            tally = fleet.tally
+            if tally.answered and not tally.errors:
                 fleet.reset()
                 return time.monotonic() - started
+        if fleet.tally.error_samples:
+            last_error = fleet.tally.error_samples[-1]
         if time.monotonic() - started > timeout:
             break
     fleet.reset()
-    raise TimeoutError(f"no answer to devices/warmup/add within {timeout:g} s")
+    raise TimeoutError(f"no correct answer to devices/warmup/add within {timeout:g} s (last: {last_error})")
 
 
 def default_scenarios(rate: float = 1000.0, window: int = 500) -> tuple[Scenario, ...]:

@@ -1,9 +1,13 @@
 """What the benchmark measures: the null responder and each gateway configuration, started and stopped by pid.
 
 The list of gateway configurations is data: every executor in
-:data:`GATEWAY_EXECUTORS` with every transport in :data:`GATEWAY_TRANSPORTS`.
-A new transport or executor is one more name there (or ``--transports`` /
-``--executors`` on the command line).
+:data:`GATEWAY_EXECUTORS` with every transport in :data:`GATEWAY_TRANSPORTS`
+(or only those :data:`EXECUTOR_TRANSPORTS` names for it). A new transport or
+executor is one more name there (or ``--transports`` / ``--executors`` on the
+command line).
+
+A ``mesos/…`` target also owns a Mesos stand-in for its lifetime
+(:mod:`benchmarks.mesos_cluster`), and its executors count as part of it.
 """
 
 from __future__ import annotations
@@ -17,12 +21,19 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks import mqtt_wire
+import psutil
+
+from benchmarks import meters, mqtt_wire
+from benchmarks.mesos_cluster import MesosCluster
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NULL = "null"
-GATEWAY_EXECUTORS: tuple[str, ...] = ("inline", "local")
+GATEWAY_EXECUTORS: tuple[str, ...] = ("inline", "local", "mesos")
 GATEWAY_TRANSPORTS: tuple[str, ...] = ("fast", "paho")
+# Executors that a default run measures over these transports only (any other pair still runs with --targets):
+# mesos/paho would be report-only and would add a minute to a full run.
+EXECUTOR_TRANSPORTS: dict[str, frozenset[str]] = {"mesos": frozenset({"fast"})}
+MESOS = "mesos"
 # Transports whose ratios the issue's targets bind; the others are reported only.
 BINDING_TRANSPORTS: frozenset[str] = frozenset({"fast"})
 
@@ -62,8 +73,9 @@ def gateway_target(executor: str, transport: str) -> TargetSpec:
 def all_targets(
     executors: tuple[str, ...] = GATEWAY_EXECUTORS, transports: tuple[str, ...] = GATEWAY_TRANSPORTS
 ) -> list[TargetSpec]:
-    """The null responder, then every executor over every transport."""
-    return [TargetSpec(NULL)] + [gateway_target(e, t) for t in transports for e in executors]
+    """The null responder, then every executor over every transport (of :data:`EXECUTOR_TRANSPORTS`, if listed)."""
+    pairs = [(e, t) for t in transports for e in executors if t in EXECUTOR_TRANSPORTS.get(e, frozenset({t}))]
+    return [TargetSpec(NULL)] + [gateway_target(e, t) for e, t in pairs]
 
 
 def parse_target(name: str) -> TargetSpec:
@@ -77,7 +89,7 @@ def parse_target(name: str) -> TargetSpec:
 
 
 class TargetProcess:
-    """A started target: its process, its log file and how to stop it."""
+    """A started target: its process (and Mesos cluster), its log file and how to stop it."""
 
     def __init__(self, spec: TargetSpec, broker: str, client_id: str, log_path: Path) -> None:
         self.spec = spec
@@ -85,21 +97,39 @@ class TargetProcess:
         self.log_path = log_path
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
-        with open(log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                spec.command(broker, client_id),
-                cwd=REPO_ROOT,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                start_new_session=True,  # a Ctrl-C in the terminal reaches the runner only; it stops this by pid
-            )
+        command = spec.command(broker, client_id)
+        if spec.is_gateway:  # its durable queue next to its log (removed with it), not in the user's state directory
+            env["ROOST_DURABLE__PATH"] = str(log_path.with_suffix(".queue.sqlite3"))
+        self.cluster: MesosCluster | None = None
+        if spec.executor == MESOS:
+            self.cluster = MesosCluster(log_path.with_suffix(".mesos"))
+            command += self.cluster.gateway_args()
+            env.update(self.cluster.gateway_env())
+        try:
+            with open(log_path, "ab") as log:
+                self.process = subprocess.Popen(
+                    command,
+                    cwd=REPO_ROOT,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=log,
+                    start_new_session=True,  # a Ctrl-C in the terminal reaches the runner only; it stops this by pid
+                )
+        except BaseException:
+            if self.cluster is not None:
+                self.cluster.stop()
+            raise
 
     @property
     def pid(self) -> int:
         """The process id."""
         return self.process.pid
+
+    def processes(self) -> list[psutil.Process]:
+        """What its CPU and memory are: its process tree, plus the executors on its Mesos cluster."""
+        mine = meters.tree(self.pid)
+        return mine + self.cluster.executors() if self.cluster is not None else mine
 
     def exited(self) -> int | None:
         """The exit code once it has exited."""
@@ -108,22 +138,29 @@ class TargetProcess:
     def log_tail(self, chars: int = 1500) -> str:
         """The end of its stdout and stderr."""
         try:
-            return self.log_path.read_text(errors="replace")[-chars:]
+            tail = self.log_path.read_text(errors="replace")[-chars:]
         except OSError:
-            return ""
+            tail = ""
+        if self.cluster is not None:
+            tail += f"\nstand-in log: {self.cluster.log_tail(chars // 2)}"
+        return tail
 
     async def stop(self, timeout: float = 10.0) -> int:
-        """SIGTERM, wait up to ``timeout`` seconds, then SIGKILL; returns the exit code."""
+        """SIGTERM, wait up to ``timeout`` seconds, then SIGKILL; returns the exit code. Then its Mesos cluster."""
         process = self.process
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            for _ in range(int(timeout / 0.02)):
-                if process.poll() is not None:
-                    break
-                await asyncio.sleep(0.02)
-            else:
-                process.kill()
-        return process.wait(5.0)
+        try:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                for _ in range(int(timeout / 0.02)):
+                    if process.poll() is not None:
+                        break
+                    await asyncio.sleep(0.02)
+                else:
+                    process.kill()
+            return process.wait(5.0)
+        finally:
+            if self.cluster is not None:
+                await asyncio.to_thread(self.cluster.stop)
 
 
 async def forget_session(host: str, port: int, client_id: str, timeout: float = 5.0) -> None:

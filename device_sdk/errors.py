@@ -66,6 +66,10 @@ class Overloaded(RemoteError):
     """``overloaded``: the gateway's queue is full; try again later."""
 
 
+class RateLimited(RemoteError):
+    """``rate_limited``: this device sent more requests than its rate limit allows; slow down."""
+
+
 class Unavailable(RemoteError):
     """``unavailable``: the gateway could not run the call (for example, it was stopping)."""
 
@@ -82,6 +86,7 @@ _BY_CODE = {
     "bad_result": BadResult,
     "timeout": RemoteTimeout,
     "overloaded": Overloaded,
+    "rate_limited": RateLimited,
     "unavailable": Unavailable,
     "internal": InternalError,
 }

@@ -10,13 +10,13 @@ from gateway.registry import Router
 router = Router()
 
 
-@router.function("devices/{device_id}/add")
+@router.function("devices/{device_id}/add", idempotent=True)
 def add(a: int, b: int) -> int:
     """Add two integers."""
     return a + b
 
 
-@router.function("devices/{device_id}/echo")
+@router.function("devices/{device_id}/echo", idempotent=True)
 def echo(device_id: str, value: str | int | float | bool | bytes | None = None) -> dict[str, object]:
     """Return the value with the calling device's id."""
     return {"device_id": device_id, "value": value}

@@ -5,14 +5,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
+from gateway.codec import PayloadLimits
 from gateway.config import Settings
 from gateway.dispatch import Dispatcher, DispatchOptions
+from gateway.durable import DurableQueue
+from gateway.errors import RoostError
 from gateway.executors.base import Executor
 from gateway.executors.inline import InlineExecutor
 from gateway.registry import Registry
-from gateway.topics import TopicTemplate, filter_covers
+from gateway.store import RequestStore
+from gateway.topics import TopicTemplate, filter_covers, shared_filter
 from gateway.transport import ConnectOptions, Transport, create_transport
 
 log = logging.getLogger(__name__)
@@ -32,8 +36,18 @@ def subscriptions(registry: Registry, namespace: Sequence[TopicTemplate]) -> lis
     return filters
 
 
-def build_executors(settings: Settings, registry: Registry) -> dict[str, Executor]:
-    """The executors the registered functions need (the default one always)."""
+class GatewayFailed(RoostError):
+    """An executor failed in a way the gateway cannot serve through (e.g. its Mesos driver died)."""
+
+
+def build_executors(
+    settings: Settings, registry: Registry, *, reimport: bool = False, on_fatal: Callable[[str], None] | None = None
+) -> dict[str, Executor]:
+    """The executors the registered functions need (the default one always).
+
+    ``reimport``: worker processes import the function modules afresh (after a reload).
+    ``on_fatal`` is told when an executor can no longer run calls at all (the gateway then exits non-zero).
+    """
     needed = {settings.executor}
     needed.update(spec.executor for spec in registry.specs if spec.executor != "default")
     executors: dict[str, Executor] = {}
@@ -44,8 +58,12 @@ def build_executors(settings: Settings, registry: Registry) -> dict[str, Executo
         from gateway.executors.local import LocalExecutor
 
         executors["local"] = LocalExecutor(
-            settings.functions, settings.workers, limits.max_queue, limits.max_result_bytes
+            settings.functions, settings.workers, limits.max_queue, limits.max_result_bytes, reimport=reimport
         )
+    if "mesos" in needed:
+        from gateway.executors.mesos import MesosExecutor
+
+        executors["mesos"] = MesosExecutor(settings, on_fatal)
     return executors
 
 
@@ -56,9 +74,11 @@ class Gateway:
         self.settings = settings
         self.registry = registry
         self.transport = transport or create_transport(settings.transport_kind, ConnectOptions.from_settings(settings))
-        self.executors = build_executors(settings, registry)
+        self.failure: str | None = None  # set when an executor failed fatally: the gateway exits non-zero
+        self.executors = build_executors(settings, registry, on_fatal=self.fail)
         self.namespace = tuple(TopicTemplate.parse(t) for t in settings.namespace)
         self.filters = subscriptions(registry, self.namespace)
+        self.durable = open_durable_queue(settings, self.transport)
         self.dispatcher = Dispatcher(
             registry,
             self.executors,
@@ -69,8 +89,22 @@ class Gateway:
                 max_payload_bytes=settings.limits.max_payload_bytes,
                 call_timeout=settings.limits.call_timeout,
                 namespace=self.namespace,
+                dead_letter=TopicTemplate.parse(settings.dead_letter_topic) if settings.dead_letter_topic else None,
+                payload_limits=PayloadLimits(
+                    max_bytes=settings.limits.max_payload_bytes,
+                    max_depth=settings.limits.max_depth,
+                    max_items=settings.limits.max_items,
+                    max_arguments=settings.limits.max_arguments,
+                    max_argument_bytes=settings.limits.max_argument_bytes,
+                ),
+                max_topic_bytes=settings.limits.max_topic_bytes,
+                max_topic_levels=settings.limits.max_topic_levels,
+                reply_spaces=tuple(TopicTemplate.parse(space) for space in settings.reply_spaces),
+                device_rate=settings.limits.device_rate,
+                device_burst=settings.limits.device_burst,
             ),
             self.filters,
+            self.durable,
         )
         self._stop = asyncio.Event()
         self.ready = asyncio.Event()
@@ -79,14 +113,25 @@ class Gateway:
         """Ask :meth:`run` to stop (safe from a signal handler)."""
         self._stop.set()
 
+    def fail(self, reason: str) -> None:
+        """An executor cannot go on: stop, and make :func:`serve` raise :class:`GatewayFailed`."""
+        if self.failure is None:
+            self.failure = reason
+        self._stop.set()
+
     async def run(self) -> None:
         """Start executors, connect, subscribe and serve until a stop is requested."""
         for executor in self.executors.values():
             await executor.start()
         try:
+            if self.durable is not None:
+                # Before connecting: what an earlier run stored goes first, ahead of new requests.
+                for message, seq, started in self.durable.start():
+                    self.dispatcher.run_stored(message, seq, started)
             self.transport.set_handler(self.dispatcher.handle)
             await self.transport.connect(self.settings.connect_timeout)
-            await self.transport.subscribe(self.filters, qos=1)
+            group = self.settings.share_group
+            await self.transport.subscribe([shared_filter(f, group) for f in self.filters], qos=1)
             log.info(
                 "serving %d functions on %s (executor %s, transport %s, MQTT %s)",
                 len(self.registry.specs),
@@ -101,6 +146,8 @@ class Gateway:
         finally:
             for executor in self.executors.values():
                 await executor.stop(0)
+            if self.durable is not None:
+                self.durable.stop()
 
     async def _shutdown(self) -> None:
         """Take no new requests, let in-flight calls finish (or get ``unavailable``), then disconnect.
@@ -108,6 +155,7 @@ class Gateway:
         Requests arriving from now on are left unacknowledged in the transport's
         queue, so the broker delivers them again to the next run.
         """
+        self.ready.clear()
         log.info("stopping: finishing in-flight calls (grace %.1f s)", self.settings.shutdown_grace)
         self.transport.set_handler(None)
         for executor in self.executors.values():
@@ -118,10 +166,32 @@ class Gateway:
         log.info("stopped")
 
 
-async def serve(settings: Settings, registry: Registry) -> None:
-    """Run a gateway until SIGINT or SIGTERM."""
+def open_durable_queue(settings: Settings, transport: Transport) -> DurableQueue | None:
+    """The durable queue of this gateway (``None`` when turned off)."""
+    durable = settings.durable
+    if not durable.enabled:
+        return None
+    path = durable.file_for(settings.client_id)
+    store = RequestStore(path, durable.synchronous)
+    return DurableQueue(
+        store,
+        transport,
+        durable.result_ttl,
+        durable.max_results,
+        max_started=durable.max_started,
+        max_waiting=10 * settings.limits.max_queue,  # small entries; a restart's backlog arrives at once
+    )
+
+
+async def serve(settings: Settings, registry: Registry, reload: bool = False) -> None:
+    """Run a gateway until SIGINT or SIGTERM (with its operations endpoint and function reloading)."""
+    from gateway.operations import operations
+
     gateway = Gateway(settings, registry)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, gateway.request_stop)
-    await gateway.run()
+    async with operations(gateway, watch=reload):
+        await gateway.run()
+    if gateway.failure is not None:
+        raise GatewayFailed(gateway.failure)

@@ -1,4 +1,4 @@
-"""The ``roost`` command: run, functions, call, check, demo.
+"""The ``roost`` command: run, functions, call, check, status, demo.
 
 Exit codes a supervisor can act on: 0 done, 1 error reply (``call``) or crash,
 2 timeout (``call``) or usage error, 69 broker unreachable, 78 bad configuration.
@@ -16,6 +16,7 @@ from typing import Any
 
 from gateway.config import BrokerAddress, Settings, load_settings
 from gateway.errors import ConfigError, RegistryError, TransportError
+from gateway.logs import LogFormat
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -31,13 +32,16 @@ def _settings_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--broker", help="broker address HOST:PORT")
     parser.add_argument("--client-id", dest="client_id")
     parser.add_argument("--mqtt-version", dest="mqtt_version", choices=["5", "3.1.1"])
-    parser.add_argument("--executor", choices=["local", "inline"])
+    parser.add_argument("--executor", choices=["local", "inline", "mesos"])
+    parser.add_argument("--mesos-master", dest="mesos_master", help="Mesos master HOST:PORT (executor mesos)")
     parser.add_argument("--workers", type=int, help="warm worker processes of the local executor")
     parser.add_argument("--transport", choices=["fast", "paho"], help="MQTT client (default: fast for MQTT 5)")
     parser.add_argument(
         "--functions", action="append", help="function module to load (repeatable; replaces the defaults)"
     )
     parser.add_argument("--log-level", dest="log_level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument("--log-format", dest="log_format", choices=["text", "json"], help="one line per event")
+    parser.add_argument("--share-group", dest="share_group", help="share requests with other gateways of this group")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,10 +50,18 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="serve the registered functions")
     _settings_flags(run)
+    run.add_argument("--reload", action="store_true", help="reload function modules when their files change")
+    status = commands.add_parser("status", help="ask a running gateway whether it is alive and ready")
+    status.add_argument("--config", type=Path, help="TOML settings file (for the metrics address)")
+    status.add_argument("--url", help="the gateway's endpoint, e.g. http://127.0.0.1:9108 (default: from settings)")
+    status.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for each answer")
     functions = commands.add_parser("functions", help="print the table of registered functions")
     _settings_flags(functions)
     check = commands.add_parser("check", help="validate the settings and functions, then exit")
     _settings_flags(check)
+    acl = commands.add_parser("acl", help="print a mosquitto ACL that keeps each device in its own topics")
+    _settings_flags(acl)
+    acl.add_argument("--gateway-user", dest="gateway_user", default="roost", help="the gateway's broker username")
     call = commands.add_parser("call", help="call a function over MQTT and print the reply")
     call.add_argument("--broker", default="127.0.0.1:1883", help="broker address HOST:PORT")
     call.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the reply")
@@ -64,13 +76,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _flags(ns: argparse.Namespace) -> dict[str, Any]:
-    keys = ("broker", "client_id", "mqtt_version", "executor", "workers", "transport", "functions", "log_level")
-    return {key: getattr(ns, key, None) for key in keys}
+    keys: tuple[str, ...] = ("broker", "client_id", "mqtt_version", "executor", "workers", "transport", "functions")
+    keys += ("log_level", "log_format", "share_group")
+    flags = {key: getattr(ns, key, None) for key in keys}
+    if getattr(ns, "mesos_master", None):  # merged into the [mesos] table of the file and the environment
+        flags["mesos"] = {"master": ns.mesos_master}
+    return flags
 
 
-def setup_logging(level: str) -> None:
-    """One line per event on stderr."""
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+def setup_logging(level: str, fmt: LogFormat = "text") -> None:
+    """One line per event on stderr, as text or JSON (:mod:`gateway.logs`)."""
+    from gateway.logs import setup_logging as setup
+
+    setup(level, fmt)
 
 
 def parse_value(text: str) -> Any:
@@ -105,7 +123,11 @@ def main(argv: list[str] | None = None) -> int:
 
             return demo_command(ns)
         settings = load_settings(ns.config, **_flags(ns))
-        setup_logging(settings.log_level)
+        if ns.command == "status":
+            from gateway.status import status_command
+
+            return status_command(settings, ns.url, ns.timeout)
+        setup_logging(settings.log_level, settings.log_format)
         from gateway.registry import Registry
 
         registry = Registry.from_modules(settings.functions)
@@ -117,7 +139,12 @@ def main(argv: list[str] | None = None) -> int:
         if ns.command == "check":
             print(f"ok: {len(registry.specs)} functions, broker {settings.broker}")
             return EXIT_OK
-        return _run(settings, registry)
+        if ns.command == "acl":
+            from gateway.acl import render_acl
+
+            print(render_acl(settings, registry, ns.gateway_user), end="")
+            return EXIT_OK
+        return _run(settings, registry, ns.reload)
     except (ConfigError, RegistryError) as exc:
         print(f"roost: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -126,10 +153,23 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_UNAVAILABLE
 
 
-def _run(settings: Settings, registry: Any) -> int:
-    from gateway.app import serve
+def _run(settings: Settings, registry: Any, reload: bool = False) -> int:
+    from gateway.app import GatewayFailed, serve
 
-    asyncio.run(serve(settings, registry))
+    if settings.executor == "mesos":
+        # pymesos installs its SIGINT handler at import: main thread, before the event loop (MESOS_API.md quirk 1).
+        import gateway.executors.mesos  # noqa: F401
+    try:
+        asyncio.run(serve(settings, registry, reload))
+    except (ConfigError, RegistryError, TransportError):
+        raise
+    except GatewayFailed as exc:  # e.g. the Mesos driver died: say why, exit non-zero
+        log.critical("exiting: %s", exc)
+        return EXIT_ERROR
+    except Exception:
+        # A crash: one log line (JSON too) for the journal, and exit code 1 for the supervisor.
+        log.exception("the gateway crashed")
+        return EXIT_ERROR
     return EXIT_OK
 
 

@@ -9,6 +9,7 @@ stops the start with one line naming the setting (:class:`ConfigError`).
 from __future__ import annotations
 
 import socket
+import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -91,9 +92,114 @@ class Limits(BaseModel):
     max_result_bytes: int = Field(default=256 * 1024, ge=16)
     call_timeout: float = Field(default=10.0, gt=0)
     max_queue: int = Field(default=1000, ge=1)
+    max_depth: int = Field(default=32, ge=1)  # arrays and maps nested in a request payload
+    max_items: int = Field(default=10_000, ge=1)  # elements of one array or map in a request payload
+    max_arguments: int = Field(default=64, ge=1)  # named arguments of one request
+    max_argument_bytes: int = Field(default=64 * 1024, ge=1)  # one str or bin argument
+    max_topic_bytes: int = Field(default=1024, ge=16)  # characters of a request topic
+    max_topic_levels: int = Field(default=32, ge=2)  # levels of a request topic
+    device_rate: float = Field(default=0.0, ge=0)  # requests per second per {device_id}; 0: unlimited
+    device_burst: int = Field(default=20, ge=1)  # requests a device may send at once before its rate applies
+
+
+class DurableSettings(BaseModel):
+    """The durable queue: QoS 1/2 requests are stored before they are acknowledged (docs/guarantees.md)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    enabled: bool = True
+    # Default: ~/.local/state/roost/<client_id>.queue.sqlite3, one file per gateway identity.
+    path: Path | None = None
+    # normal: survives a crash of the gateway (not of the machine) at ~0.1 ms per commit; full: fsync each commit.
+    synchronous: Literal["normal", "full"] = "normal"
+    result_ttl: float = Field(default=300.0, gt=0)  # seconds a reply answers duplicates of its request
+    max_results: int = Field(default=20_000, ge=1)  # replies kept for duplicates, at most
+    # Non-idempotent calls handed to executors at a time; after a crash these (only) are answered unavailable.
+    max_started: int = Field(default=16, ge=1)
+
+    def file_for(self, client_id: str) -> Path:
+        """The sqlite file of the gateway with this client id."""
+        safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in client_id)
+        return self.path or _state_home() / f"{safe}.queue.sqlite3"
+
+
+class MetricsSettings(BaseModel):
+    """The operations endpoint: ``/metrics`` (Prometheus), ``/healthz`` and ``/readyz``; off unless enabled."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    enabled: bool = False
+    # Loopback by default: the endpoint has no authentication.
+    host: str = Field(default="127.0.0.1", min_length=1)
+    port: int = Field(default=9108, ge=0, le=65535)  # 0 picks a free port (tests)
 
 
 Positive = Annotated[int, Field(ge=1)]
+
+
+def _state_home() -> Path:
+    return Path.home() / ".local" / "state" / "roost"
+
+
+class MesosSettings(BaseModel):
+    """The ``mesos`` executor: where the cluster is, what to ask it for, how executors reach the gateway.
+
+    Addresses are ``HOST:PORT``; a port of 0 picks a free one. ``advertise_host``
+    is the name agents use to reach the gateway's channel and bundle server
+    (default: the listen host, or this machine's name when listening on all
+    addresses). See docs/mesos.md.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    master: str = Field(default="127.0.0.1:5050", min_length=1)  # HOST:PORT or zk://HOST:PORT,.../mesos
+    framework_name: str = Field(default="roost", min_length=1)
+    user: str | None = None  # default: the user running the gateway
+    role: str = "*"
+    principal: str | None = None
+    secret: pydantic.SecretStr | None = None
+    executors: Positive = 2  # warm executors to keep running (one per agent while agents last)
+    workers: Positive = 2  # warm worker processes in each executor
+    cpus: float = Field(default=1.0, gt=0)  # per executor, covering its workers
+    mem: float = Field(default=256.0, ge=32)  # megabytes per executor
+    failover_timeout: float = Field(default=604800.0, gt=0)  # seconds Mesos keeps the framework while we are away
+    give_up_after: float = Field(default=86400.0, gt=0)  # seconds of unreachable master before the gateway exits
+    state_file: Path = Field(default_factory=lambda: _state_home() / "mesos-framework.json")
+    python: str = f"python{sys.version_info.major}.{sys.version_info.minor}"  # interpreter on the agents
+    bundle_uri: str | None = None  # fetch this bundle instead of building and serving one
+    bundle_dir: Path = Field(default_factory=lambda: Path.home() / ".cache" / "roost" / "bundles")
+    bundle_distributions: tuple[str, ...] = ()  # extra distributions the function modules import
+    bundle_listen: str = "127.0.0.1:0"
+    channel_listen: str = "127.0.0.1:0"
+    advertise_host: str | None = None
+    start_timeout: float = Field(default=60.0, gt=0)  # seconds to wait for the executors at start
+    heartbeat: float = Field(default=1.0, gt=0)  # seconds between channel heartbeats
+    channel_timeout: float = Field(default=10.0, gt=0)  # a channel silent this long is closed
+    reconnect_grace: float = Field(default=5.0, ge=0)  # calls wait this long for a disconnected executor
+    orphan_timeout: float = Field(default=60.0, gt=0)  # an executor without its gateway this long exits
+    # Failures (docs/mesos.md, "What survives what"):
+    master_heartbeat: float = Field(default=15.0, gt=0)  # seconds between the master's heartbeats (Mesos: 15)
+    missed_heartbeats: Positive = 5  # a master silent this many heartbeats gets a new driver (failover)
+    resubscribe_pause: float = Field(default=2.0, ge=0)  # seconds to wait out a master that keeps refusing
+    retry_budget: int = Field(default=2, ge=0)  # reruns of an idempotent call whose executor was lost
+    fallback: Literal["none", "local"] = "none"  # where calls go while no Mesos executor is reachable
+    unreachable_after: float = Field(default=10.0, ge=0)  # seconds without an executor before that applies
+    # Elastic pool: from `executors` up to this many while calls wait (None: a fixed pool).
+    max_executors: Positive | None = None
+    idle_timeout: float = Field(default=60.0, gt=0)  # an executor above `executors` idle this long is stopped
+
+    @field_validator("bundle_listen", "channel_listen")
+    @classmethod
+    def _check_address(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or int(port) > 65535:
+            raise ValueError(f"must be HOST:PORT, got {value!r}")
+        return value
+
+    @pydantic.model_validator(mode="after")
+    def _check_pace(self) -> MesosSettings:
+        if self.channel_timeout <= 2 * self.heartbeat:
+            raise ValueError("channel_timeout must be more than twice the heartbeat")
+        if self.max_executors is not None and self.max_executors < self.executors:
+            raise ValueError("max_executors must be at least executors")
+        return self
 
 
 class Settings(BaseSettings):
@@ -115,13 +221,33 @@ class Settings(BaseSettings):
     functions: Annotated[tuple[str, ...], NoDecode] = DEFAULT_FUNCTIONS
     namespace: Annotated[tuple[str, ...], NoDecode] = ("devices/{device_id}/{function:path}",)
     reply_prefix: str = "roost/replies"
+    # Replies go only to topics at or under one of these (only {device_id} allowed); empty: anywhere.
+    reply_spaces: Annotated[tuple[str, ...], NoDecode] = ()
+    # Calls that failed for good (after their retries) are reported here, per device; "" turns it off.
+    dead_letter_topic: str = "roost/dead/{device_id}"
     # Default: the fast asyncio transport for MQTT 5, paho for MQTT 3.1.1.
     transport: Literal["fast", "paho"] | None = Field(default=None, validate_default=True)
-    executor: Literal["local", "inline"] = "local"
+    executor: Literal["local", "inline", "mesos"] = "local"
     workers: Positive = 2
+    mesos: MesosSettings = MesosSettings()
     limits: Limits = Limits()
+    durable: DurableSettings = DurableSettings()
     shutdown_grace: float = Field(default=5.0, ge=0)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"  # one line per event either way
+    metrics: MetricsSettings = MetricsSettings()
+    # Gateways with the same group share the requests ($share/<group>/...); None: each gets every request.
+    share_group: str | None = Field(default=None, min_length=1, pattern=r"^[^/+#$\x00]+$")
+
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _shared_session(cls, data: Any) -> Any:
+        # mosquitto keeps routing a share group's messages to a member whose session outlives its
+        # connection, so a dead gateway would swallow its share: shared gateways end their session
+        # with the connection unless session_expiry is set explicitly (docs/operations.md).
+        if isinstance(data, dict) and data.get("share_group") and data.get("session_expiry") is None:
+            return {**data, "session_expiry": 0}
+        return data
 
     @field_validator("broker", mode="before")
     @classmethod
@@ -151,6 +277,35 @@ class Settings(BaseSettings):
         for item in value:
             try:
                 TopicTemplate.parse(item)
+            except TemplateError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+    @field_validator("reply_spaces", mode="before")
+    @classmethod
+    def _split_spaces(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("reply_spaces")
+    @classmethod
+    def _check_spaces(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for item in value:
+            try:
+                template = TopicTemplate.parse(item)
+            except TemplateError as exc:
+                raise ValueError(str(exc)) from None
+            if set(template.params) != {"device_id"}:
+                raise ValueError(f"reply space {item!r} must use {{device_id}} and no other parameter")
+        return value
+
+    @field_validator("dead_letter_topic")
+    @classmethod
+    def _check_dead_letter(cls, value: str) -> str:
+        if value:
+            try:
+                TopicTemplate.parse(value)
             except TemplateError as exc:
                 raise ValueError(str(exc)) from None
         return value

@@ -104,6 +104,12 @@ class Overloaded(WireError):
     code = "overloaded"
 
 
+class RateLimited(WireError):
+    """The device sent more requests than its rate limit allows."""
+
+    code = "rate_limited"
+
+
 class Unavailable(WireError):
     """The executor cannot run the call now (stopping, worker lost, ...)."""
 
@@ -126,6 +132,7 @@ WIRE_ERRORS: dict[str, type[WireError]] = {
         BadResult,
         CallTimeout,
         Overloaded,
+        RateLimited,
         Unavailable,
         InternalError,
     )

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway import codec
-from gateway.errors import BadPayload, WireError
+from gateway.errors import BadPayload, InvalidArguments, WireError
 from gateway.transport.base import InboundMessage, OutboundMessage
 
 CID_KEY = "$cid"
@@ -60,14 +60,18 @@ def reply_address(
     return None
 
 
-def parse_request(message: InboundMessage, device_id: str | None, reply_prefix: str, max_payload: int) -> Request:
+def parse_request(
+    message: InboundMessage, device_id: str | None, reply_prefix: str, limits: codec.PayloadLimits | int
+) -> Request:
     """Decode the payload into arguments and a reply address.
 
     Raises :class:`BadPayload` carrying the reply address it could still find
     (the MQTT 5 Response Topic) as ``exc.reply``-less data; callers use
     :func:`early_reply_address` for that.
     """
-    payload = codec.decode_map(message.payload, max_payload)
+    if isinstance(limits, int):
+        limits = codec.PayloadLimits(max_bytes=limits)
+    payload = codec.decode_map(message.payload, limits)
     args: dict[str, Any] = {}
     envelope: dict[str, Any] = {}
     for key, value in payload.items():
@@ -81,6 +85,12 @@ def parse_request(message: InboundMessage, device_id: str | None, reply_prefix: 
     rt = envelope.get(REPLY_TOPIC_KEY)
     if rt is not None and (not isinstance(rt, str) or not rt):
         raise BadPayload(f"{REPLY_TOPIC_KEY} must be a non-empty str")
+    if len(args) > limits.max_arguments:
+        raise InvalidArguments(f"{len(args)} arguments, over the limit of {limits.max_arguments}")
+    for name, value in args.items():
+        if isinstance(value, (str, bytes)) and len(value) > limits.max_argument_bytes:
+            limit = limits.max_argument_bytes
+            raise InvalidArguments(f"argument {str(name)[:50]!r} is over the limit of {limit} bytes")
     return Request(args, reply_address(message, envelope, device_id, reply_prefix))
 
 

@@ -39,6 +39,15 @@ class FunctionSpec:
     publish: TopicTemplate | None = None
     timeout: float | None = None
     description: str = ""
+    # Safe to run twice: rerun after a crash instead of answered ``unavailable``.
+    idempotent: bool = False
+    max_age: float | None = None  # seconds after arrival past which the call is answered timeout, not run
+    retries: int = 0  # reruns of a failed call (idempotent functions only), with backoff
+    concurrency: int | None = None  # calls running at a time; more are answered overloaded
+    # mesos executor only: one Mesos task per call, with these resources (None: the [mesos] cpus/mem).
+    isolated: bool = False
+    cpus: float | None = None
+    mem: float | None = None
 
     @property
     def key(self) -> str:
@@ -146,6 +155,13 @@ def build_spec(
     executor: ExecutorName = "default",
     publish: str | None = None,
     timeout: float | None = None,
+    idempotent: bool = False,
+    max_age: float | None = None,
+    retries: int = 0,
+    concurrency: int | None = None,
+    isolated: bool = False,
+    cpus: float | None = None,
+    mem: float | None = None,
 ) -> FunctionSpec:
     """Build a :class:`FunctionSpec` or raise :class:`RegistryError` naming the problem."""
     where = f"{getattr(func, '__module__', '?')}.{getattr(func, '__qualname__', func)!s}"
@@ -154,6 +170,16 @@ def build_spec(
         raise RegistryError(f"{where}: executor must be one of {', '.join(_EXECUTORS)}, not {executor!r}")
     if timeout is not None and timeout <= 0:
         raise RegistryError(f"{where}: timeout must be positive, not {timeout!r}")
+    if max_age is not None and max_age <= 0:
+        raise RegistryError(f"{where}: max_age must be positive, not {max_age!r}")
+    if concurrency is not None and concurrency < 1:
+        raise RegistryError(f"{where}: concurrency must be at least 1, not {concurrency!r}")
+    if retries < 0 or (retries and not idempotent):
+        raise RegistryError(f"{where}: retries must be >= 0, and only an idempotent function is retried")
+    if (cpus is not None or mem is not None) and not isolated:
+        raise RegistryError(f"{where}: cpus and mem are the resources of an isolated function's task")
+    if (cpus is not None and cpus <= 0) or (mem is not None and mem < 32):
+        raise RegistryError(f"{where}: cpus must be positive and mem at least 32 (MB)")
     try:
         hints = typing.get_type_hints(func)
     except Exception as exc:
@@ -193,6 +219,13 @@ def build_spec(
         publish=publish_template,
         timeout=timeout,
         description=(inspect.getdoc(func) or "").split("\n", 1)[0],
+        idempotent=idempotent,
+        max_age=max_age,
+        retries=retries,
+        concurrency=concurrency,
+        isolated=isolated,
+        cpus=cpus,
+        mem=mem,
     )
 
 
@@ -210,12 +243,42 @@ class Router:
         executor: ExecutorName = "default",
         publish: str | None = None,
         timeout: float | None = None,
+        idempotent: bool = False,
+        max_age: float | None = None,
+        retries: int = 0,
+        concurrency: int | None = None,
+        isolated: bool = False,
+        cpus: float | None = None,
+        mem: float | None = None,
     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-        """Register the decorated function at ``template`` (relative to the router's prefix)."""
+        """Register the decorated function at ``template`` (relative to the router's prefix).
+
+        ``idempotent=True`` says running it twice does no harm: a call interrupted by a
+        crash is run again after the restart (otherwise it is answered ``unavailable``), and
+        a failed call is retried ``retries`` times with backoff. ``max_age``: a request older
+        than this many seconds when it would start is answered ``timeout`` instead.
+        ``concurrency``: at most this many calls run at a time; more are answered ``overloaded``.
+        ``isolated=True`` (mesos executor only): each call runs in a Mesos task of its own, with
+        ``cpus``/``mem`` (MB), killed when the call ends or times out; for heavy or untrusted work.
+        """
 
         def register(func: Callable[..., Any]) -> Callable[..., Any]:
             full = _join(self.prefix, template)
-            self.specs.append(build_spec(func, full, executor=executor, publish=publish, timeout=timeout))
+            spec = build_spec(
+                func,
+                full,
+                executor=executor,
+                publish=publish,
+                timeout=timeout,
+                idempotent=idempotent,
+                max_age=max_age,
+                retries=retries,
+                concurrency=concurrency,
+                isolated=isolated,
+                cpus=cpus,
+                mem=mem,
+            )
+            self.specs.append(spec)
             return func
 
         return register
@@ -230,6 +293,13 @@ class Router:
                     executor=spec.executor,
                     publish=spec.publish.template if spec.publish else None,
                     timeout=spec.timeout,
+                    idempotent=spec.idempotent,
+                    max_age=spec.max_age,
+                    retries=spec.retries,
+                    concurrency=spec.concurrency,
+                    isolated=spec.isolated,
+                    cpus=spec.cpus,
+                    mem=spec.mem,
                 )
             self.specs.append(spec)
 

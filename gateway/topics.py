@@ -188,3 +188,12 @@ def validate_filter(mqtt_filter: str) -> str:
 def is_valid_param_name(name: str) -> bool:
     """True for names usable as ``{name}`` parameters."""
     return bool(_NAME.match(name))
+
+
+def shared_filter(mqtt_filter: str, group: str | None) -> str:
+    """``$share/<group>/<filter>`` (MQTT 5 shared subscription), or the filter itself without a group.
+
+    The broker delivers each message of a shared subscription to one member of
+    the group, with its real topic: only SUBSCRIBE sees the prefix.
+    """
+    return f"$share/{group}/{mqtt_filter}" if group else mqtt_filter

@@ -15,7 +15,7 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.errors import FunctionError
+from gateway.errors import FunctionError, WireError
 from gateway.registry import FunctionSpec
 
 
@@ -50,6 +50,29 @@ class Executor(abc.ABC):
     @abc.abstractmethod
     def in_flight(self) -> int:
         """Calls submitted and not finished."""
+
+    @property
+    def problem(self) -> str | None:
+        """Why no call can run now (readiness fails with it), or ``None`` when calls can run."""
+        return None
+
+    def gauges(self) -> dict[str, float]:
+        """Numbers for the metrics endpoint, read at scrape time: name → value.
+
+        Exported as ``roost_executor_<name>{executor=...}``; a name ending in
+        ``_total`` is a counter. ``queued`` is the calls waiting to start.
+        """
+        return {"queued": 0}
+
+
+def settle(future: asyncio.Future[bytes], outcome: bytes | WireError) -> None:
+    """Resolve a call's future with its encoded result or its wire error (once; later outcomes are dropped)."""
+    if future.done():
+        return
+    if isinstance(outcome, bytes):
+        future.set_result(outcome)
+    else:
+        future.set_exception(outcome)
 
 
 def function_error(exc: BaseException) -> FunctionError:

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 
 from gateway.errors import CallTimeout, InternalError, Overloaded, RoostError, Unavailable, WireError, error_for_code
 from gateway.executors import framing
-from gateway.executors.base import Call, Executor
+from gateway.executors.base import Call, Executor, settle
 from gateway.executors.framing import REPLY_HEADER, ReplyKind
 from gateway.executors.pool import WorkerPool, WorkerProcess
 from gateway.registry import routers_of
@@ -85,11 +85,14 @@ class LocalExecutor(Executor):
 
     name = "local"
 
-    def __init__(self, modules: Sequence[str], workers: int, max_queue: int, max_result_bytes: int) -> None:
+    def __init__(
+        self, modules: Sequence[str], workers: int, max_queue: int, max_result_bytes: int, *, reimport: bool = False
+    ) -> None:
         self._modules = tuple(modules)
         self._size = workers
         self._max_queue = max_queue
-        self._pool = WorkerPool(self._modules, workers, max_result_bytes, self)
+        # reimport: after a reload the fork server still holds the old modules, so workers import them again.
+        self._pool = WorkerPool(self._modules, workers, max_result_bytes, self, reimport=reimport)
         self._keys: frozenset[str] = frozenset()
         self._state = "new"  # starting, running, stopping, stopped
         self._queue: deque[_Pending] = deque()
@@ -112,6 +115,26 @@ class LocalExecutor(Executor):
         """Workers alive and busy, restarts so far, calls waiting."""
         busy = sum(1 for lane in self._lanes.values() if lane.outstanding)
         return PoolStats(self._size, self._pool.alive, busy, self._pool.restarts, len(self._queue))
+
+    @property
+    def problem(self) -> str | None:
+        """Not started, stopping, or no worker process able to start."""
+        if self._state != "running":
+            return f"the local executor is {self._state}"
+        if self._pool.broken is not None:
+            return f"no worker process is running: {self._pool.broken}"
+        return None
+
+    def gauges(self) -> dict[str, float]:
+        """The pool's state: workers asked for, alive, busy, restarts, calls queued."""
+        stats = self.stats
+        return {
+            "workers": stats.workers,
+            "alive": stats.alive,
+            "busy": stats.busy,
+            "restarts_total": stats.restarts,
+            "queued": stats.queued,
+        }
 
     async def start(self) -> None:
         """Start the workers and wait until each has imported its modules; raise if one cannot."""
@@ -301,11 +324,6 @@ class LocalExecutor(Executor):
 
     def _finish(self, pending: _Pending, outcome: bytes | WireError) -> None:
         self._count -= 1
-        future = pending.future
-        if not future.done():
-            if isinstance(outcome, bytes):
-                future.set_result(outcome)
-            else:
-                future.set_exception(outcome)
+        settle(pending.future, outcome)
         if self._count == 0 and self._idle is not None and not self._idle.done():
             self._idle.set_result(None)

@@ -131,8 +131,11 @@ class WorkerProcess:
 class WorkerPool:
     """Keeps ``size`` warm worker processes running for a :class:`PoolListener`."""
 
-    def __init__(self, modules: Sequence[str], size: int, max_result_bytes: int, listener: PoolListener) -> None:
+    def __init__(
+        self, modules: Sequence[str], size: int, max_result_bytes: int, listener: PoolListener, reimport: bool = False
+    ) -> None:
         self._modules = tuple(modules)
+        self._reimport = reimport
         self._size = size
         self._max_result = max_result_bytes
         self._listener = listener
@@ -205,7 +208,7 @@ class WorkerPool:
         child_calls, child_replies = Connection(call_r, writable=False), Connection(reply_w, readable=False)
         process = _CONTEXT.Process(
             target=worker.serve,
-            args=(child_calls, child_replies, self._modules, self._max_result),
+            args=(child_calls, child_replies, self._modules, self._max_result, self._reimport),
             name="roost-worker",
             daemon=True,  # so a gateway that exits without stop() still ends its workers
         )

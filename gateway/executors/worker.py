@@ -16,10 +16,12 @@ worker, not the gateway, and the gateway forwards the bytes as they are.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import inspect
 import os
 import pickle
 import signal
+import sys
 import time
 from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
@@ -36,13 +38,23 @@ _READ_SIZE = 1 << 16
 _MAX_CALL_FRAME = 1 << 30  # the gateway is trusted; this only catches a corrupted stream
 
 
-def serve(calls: Connection, replies: Connection, modules: Sequence[str], max_result_bytes: int) -> None:
-    """Run calls read from ``calls`` and write their replies to ``replies`` until the gateway closes the pipe."""
+def serve(
+    calls: Connection, replies: Connection, modules: Sequence[str], max_result_bytes: int, reimport: bool = False
+) -> None:
+    """Run calls read from ``calls`` and write their replies to ``replies`` until the gateway closes the pipe.
+
+    ``reimport``: reload the modules the fork server imported first (their files changed since).
+    """
     # Ctrl-C reaches the whole process group; the gateway decides when workers stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     in_fd, out_fd = calls.fileno(), replies.fileno()
     try:
         functions: dict[str, Callable[..., Any]] = {}
+        if reimport:
+            for reference in modules:
+                module = sys.modules.get(reference.partition(":")[0])
+                if module is not None:
+                    importlib.reload(module)
         for reference in modules:
             functions.update((spec.key, spec.func) for spec in routers_of(reference))
     except Exception as exc:  # any import-time failure is reported to the gateway, which logs it

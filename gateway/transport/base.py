@@ -42,6 +42,16 @@ class OutboundMessage:
 
 
 MessageHandler = Callable[[InboundMessage], None]
+#: Called on the event loop once the broker has acknowledged a publish (PUBACK, or PUBCOMP for QoS 2).
+Confirmation = Callable[[], None]
+
+
+@dataclass(slots=True)
+class LinkState:
+    """The broker connection as health checks and metrics see it."""
+
+    connected: bool = False  # a CONNACK accepted and the connection not lost since
+    connects: int = 0  # accepted CONNACKs so far: reconnects are ``connects - 1``
 
 
 class Transport(abc.ABC):
@@ -56,6 +66,14 @@ class Transport(abc.ABC):
     #: Messages received from the broker, in order of arrival (when no handler is set).
     messages: asyncio.Queue[InboundMessage]
     _handler: MessageHandler | None = None
+    _link: LinkState | None = None
+
+    @property
+    def link(self) -> LinkState:
+        """Whether the broker connection is up and how often it came up (written by the transport)."""
+        if self._link is None:
+            self._link = LinkState()
+        return self._link
 
     def set_handler(self, handler: MessageHandler | None) -> None:
         """Deliver received messages to ``handler`` instead of the ``messages`` queue."""
@@ -78,8 +96,12 @@ class Transport(abc.ABC):
         """Subscribe to ``filters`` (kept across reconnects) or raise ``SubscriptionRefused``."""
 
     @abc.abstractmethod
-    def publish(self, message: OutboundMessage) -> None:
-        """Queue ``message`` for sending; never blocks."""
+    def publish(self, message: OutboundMessage, on_confirmed: Confirmation | None = None) -> None:
+        """Queue ``message`` for sending; never blocks.
+
+        ``on_confirmed`` runs on the event loop when the broker has acknowledged the
+        message (at once for QoS 0, or when the broker refused it: nothing is left to retry).
+        """
 
     @abc.abstractmethod
     def ack(self, message: InboundMessage) -> None:

@@ -48,7 +48,7 @@ from mqtt5 import (
 )
 
 from gateway.errors import BrokerUnreachable, ConfigError
-from gateway.transport.base import InboundMessage, OutboundMessage, Transport
+from gateway.transport.base import Confirmation, InboundMessage, OutboundMessage, Transport
 from gateway.transport.fast_connection import Connection
 from gateway.transport.fast_inbound import InboundSession
 from gateway.transport.fast_outbound import OutboundSession
@@ -245,6 +245,9 @@ class FastTransport(Transport):
         opts = self._options
         self._conn = conn
         self._first = False
+        link = self.link
+        link.connected = True
+        link.connects += 1
         present = connack.session_present
         log.info("connected to %s:%d (session present: %s)", opts.host, opts.port, present)
         self._subscriptions.connected(present, conn.send)
@@ -259,6 +262,7 @@ class FastTransport(Transport):
         if conn is not self._conn:
             return
         self._conn = None
+        self.link.connected = False
         self._subscriptions.disconnected()
         self._inbound.disconnected()
         self._outbound.disconnected()
@@ -304,12 +308,12 @@ class FastTransport(Transport):
         opts = self._options
         await self._subscriptions.subscribe(filters, qos, f"{opts.host}:{opts.port}")
 
-    def publish(self, message: OutboundMessage) -> None:
+    def publish(self, message: OutboundMessage, on_confirmed: Confirmation | None = None) -> None:
         """Send now (or queue while disconnected / beyond the broker's Receive Maximum); never blocks.
 
         Raises ``ValueError`` for a message the codec cannot encode (a wildcard topic, say).
         """
-        self._outbound.publish(message)
+        self._outbound.publish(message, on_confirmed)
 
     def ack(self, message: InboundMessage) -> None:
         """Acknowledge a QoS 1 (PUBACK) or QoS 2 (PUBREC) message; acks leave in order of arrival."""

@@ -23,7 +23,7 @@ import mqtt5
 from mqtt5 import PublishPacket, PubRelPacket, QoS
 
 from gateway.errors import TransportError
-from gateway.transport.base import OutboundMessage
+from gateway.transport.base import Confirmation, OutboundMessage
 from gateway.transport.fast_reader import is_codec_panic
 
 log = logging.getLogger(__name__)
@@ -85,6 +85,8 @@ class OutboundSession:
         self._inflight: dict[int, _Outgoing] = {}  # insertion order is sending order
         self._waiting: collections.deque[OutboundMessage] = collections.deque()
         self._drainers: list[asyncio.Future[None]] = []
+        # id(message) → its confirmation; the message object lives in _inflight or _waiting meanwhile.
+        self._confirmations: dict[int, Confirmation] = {}
 
     # -- connection lifecycle ---------------------------------------------------------
 
@@ -104,6 +106,7 @@ class OutboundSession:
                 except ValueError as exc:
                     log.warning("dropped an unacknowledged publish to %r: %s", out.message.topic, exc)
                     del self._inflight[packet_id]
+                    self._confirm(out.message)
         else:
             # The broker forgot the session: what it had not acknowledged is published again as new
             # messages (at least once); a PUBREC'd QoS 2 message was already taken over by the broker.
@@ -116,8 +119,18 @@ class OutboundSession:
         """Stop writing; what is unacknowledged stays for the next connection."""
         self._send = None
 
-    def publish(self, message: OutboundMessage) -> None:
-        """Send now, or queue a QoS 1/2 message until connected and within the window."""
+    def publish(self, message: OutboundMessage, on_confirmed: Confirmation | None = None) -> None:
+        """Send now, or queue a QoS 1/2 message until connected and within the window.
+
+        ``on_confirmed`` is called when the broker acknowledged it, refused it, or it was
+        dropped (QoS 0 at once): in every case nothing is left to send.
+        """
+        if on_confirmed is not None:
+            earlier = self._confirmations.get(id(message))
+            if earlier is None:
+                self._confirmations[id(message)] = on_confirmed
+            else:  # the same object published twice: confirm both
+                self._confirmations[id(message)] = _both(earlier, on_confirmed)
         qos = message.qos
         if qos > self._max_qos:
             if qos > 2:
@@ -129,10 +142,16 @@ class OutboundSession:
                 raise ValueError(f"invalid QoS {qos} for a publish to {message.topic!r}")
             if send is None:
                 log.debug("dropped a QoS 0 publish to %r while disconnected", message.topic)
+                self._confirm(message)
                 return
-            data = encode_publish(message, 0, None)
+            try:
+                data = encode_publish(message, 0, None)
+            except ValueError:
+                self._confirmations.pop(id(message), None)
+                raise
             if len(data) <= self._max_packet_size:
                 send(data)
+                self._confirm(message)
             else:
                 self._refuse(data, message)
             return
@@ -143,7 +162,11 @@ class OutboundSession:
                 packet_id = self.allocate_id()
             else:
                 self._next_id = packet_id + 1 if packet_id < 65535 else 1
-            data = encode_publish(message, qos, packet_id)
+            try:
+                data = encode_publish(message, qos, packet_id)
+            except ValueError:
+                self._confirmations.pop(id(message), None)
+                raise
             if len(data) <= self._max_packet_size:
                 inflight[packet_id] = _Outgoing(message, qos)
                 send(data)
@@ -151,7 +174,12 @@ class OutboundSession:
                 self._refuse(data, message)
             return
         # Validate now so a bad message fails in the caller, not later in _pump.
-        if self._fits(encode_publish(message, qos, 1), message):
+        try:
+            data = encode_publish(message, qos, 1)
+        except ValueError:
+            self._confirmations.pop(id(message), None)
+            raise
+        if self._fits(data, message):
             self._waiting.append(message)
 
     def _fits(self, data: bytes, message: OutboundMessage) -> bool:
@@ -160,7 +188,14 @@ class OutboundSession:
         self._refuse(data, message)
         return False
 
+    def _confirm(self, message: OutboundMessage) -> None:
+        if self._confirmations:
+            confirmation = self._confirmations.pop(id(message), None)
+            if confirmation is not None:
+                confirmation()
+
     def _refuse(self, data: bytes, message: OutboundMessage) -> None:
+        self._confirm(message)
         log.warning(
             "refused a publish to %r: %d bytes exceed the broker's Maximum Packet Size of %d",
             message.topic,
@@ -180,6 +215,7 @@ class OutboundSession:
                 data = encode_publish(message, qos, packet_id)
             except ValueError as exc:
                 log.warning("dropped a publish to %r: %s", message.topic, exc)
+                self._confirm(message)
                 continue
             if not self._fits(data, message):
                 continue
@@ -219,6 +255,7 @@ class OutboundSession:
             return
         if packet.reason_code.value >= 0x80:
             log.warning("the broker refused a publish to %r: %s", out.message.topic, packet.reason_code.name)
+        self._confirm(out.message)
         self._pump()
 
     def on_pubrec(self, packet: mqtt5.PubRecPacket) -> None:
@@ -233,6 +270,7 @@ class OutboundSession:
         if packet.reason_code.value >= 0x80:
             del self._inflight[packet_id]
             log.warning("the broker refused a publish to %r: %s", out.message.topic, packet.reason_code.name)
+            self._confirm(out.message)
             self._pump()
             return
         out.released = True
@@ -241,7 +279,9 @@ class OutboundSession:
 
     def on_pubcomp(self, packet: mqtt5.PubCompPacket) -> None:
         """QoS 2 completed: free the id and the window slot."""
-        if self._inflight.pop(packet.packet_id, None) is not None:
+        out = self._inflight.pop(packet.packet_id, None)
+        if out is not None:
+            self._confirm(out.message)
             self._pump()
 
     @property
@@ -273,3 +313,11 @@ class OutboundSession:
             if not waiter.done():
                 waiter.set_result(None)
         self._drainers.clear()
+
+
+def _both(first: Confirmation, second: Confirmation) -> Confirmation:
+    def confirm() -> None:
+        first()
+        second()
+
+    return confirm

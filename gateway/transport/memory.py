@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from gateway.transport.base import InboundMessage, OutboundMessage, Transport
+from gateway.transport.base import Confirmation, InboundMessage, OutboundMessage, Transport
 
 
 class MemoryTransport(Transport):
@@ -29,15 +29,19 @@ class MemoryTransport(Transport):
         return self._version
 
     async def connect(self, timeout: float) -> None:
-        """Nothing to connect to."""
+        """Nothing to connect to: counts as connected."""
+        self.link.connected = True
+        self.link.connects += 1
 
     async def subscribe(self, filters: Sequence[str], qos: int) -> None:
         """Record the filters."""
         self.filters.extend(filters)
 
-    def publish(self, message: OutboundMessage) -> None:
-        """Record the message."""
+    def publish(self, message: OutboundMessage, on_confirmed: Confirmation | None = None) -> None:
+        """Record the message; it counts as confirmed at once."""
         self.published.append(message)
+        if on_confirmed is not None:
+            on_confirmed()
 
     def ack(self, message: InboundMessage) -> None:
         """Record the acknowledgement."""

@@ -32,11 +32,13 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from gateway.errors import BrokerUnreachable, SubscriptionRefused
-from gateway.transport.base import InboundMessage, OutboundMessage, Transport
+from gateway.transport.base import Confirmation, InboundMessage, LinkState, OutboundMessage, Transport
 from gateway.transport.options import ConnectOptions
 
 log = logging.getLogger(__name__)
 
+
+UNCONFIRMED_SWEEP = 10_000  # outstanding QoS 1/2 publishes before a full sweep of confirmed ones
 
 class PahoTransport(Transport):
     """An MQTT 5 (or 3.1.1) connection through paho-mqtt's network thread."""
@@ -51,7 +53,17 @@ class PahoTransport(Transport):
         self._connect_error: str | None = None
         self._sub_waiters: dict[int, asyncio.Future[list[int]]] = {}
         self._unconfirmed: collections.deque[mqtt.MQTTMessageInfo] = collections.deque()
+        self._sweep_at = UNCONFIRMED_SWEEP
+        # Messages from paho's thread wait here; one wake-up of the loop takes them all. A
+        # call_soon_threadsafe per message would fill the loop's self-pipe under load, and then a
+        # SIGTERM's wake-up byte is dropped and the gateway never stops.
+        self._inbox: collections.deque[InboundMessage] = collections.deque()
+        self._inbox_lock = threading.Lock()
+        self._wakeup_pending = False
         self._closing = False
+        self._link = LinkState()  # created here, before paho's thread writes to it
+        self._confirmations: dict[int, Confirmation] = {}  # mid → callback, on the loop only
+        self._tracking = False  # set once: from then on paho's thread hands every PUBACK'd mid over
         self._client = self._build_client()
 
     @property
@@ -90,6 +102,7 @@ class PahoTransport(Transport):
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         client.on_subscribe = self._on_subscribe
+        client.on_publish = self._on_publish
         return client
 
     # -- paho's network thread: hand off only -------------------------------------------
@@ -107,10 +120,14 @@ class PahoTransport(Transport):
         )
         if self._filters:
             client.subscribe(self._filters)
+        # Plain attribute writes from paho's thread: read on the loop only for health and metrics.
+        self.link.connects += 1
+        self.link.connected = True
         self._connected.set()
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode, props: Any) -> None:
         self._connected.clear()
+        self.link.connected = False
         if not self._closing:
             log.warning("disconnected from the broker (%s); reconnecting", reason)
 
@@ -140,8 +157,14 @@ class PahoTransport(Transport):
             ack_token=(msg.mid, msg.qos),
         )
         loop = self._loop
-        if loop is not None:
-            loop.call_soon_threadsafe(self.deliver, inbound)
+        if loop is None:
+            return
+        with self._inbox_lock:
+            self._inbox.append(inbound)
+            if self._wakeup_pending:
+                return
+            self._wakeup_pending = True
+        loop.call_soon_threadsafe(self._take_inbox)
 
     def _on_subscribe(
         self, client: mqtt.Client, userdata: Any, mid: int, reasons: list[ReasonCode], props: Any
@@ -151,7 +174,28 @@ class PahoTransport(Transport):
             codes = [int(r.value) for r in reasons]
             loop.call_soon_threadsafe(self._resolve_subscribe, mid, codes)
 
+    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, props: Any) -> None:
+        loop = self._loop
+        # Checked here, not per mid: the PUBACK may arrive before publish() has stored its callback.
+        if self._tracking and loop is not None:
+            loop.call_soon_threadsafe(self._confirmed, mid)
+
     # -- event loop side ----------------------------------------------------------------
+
+    def _take_inbox(self) -> None:
+        """Deliver, in order, every message paho's thread has handed over since the last wake-up."""
+        with self._inbox_lock:
+            batch = list(self._inbox)
+            self._inbox.clear()
+            self._wakeup_pending = False
+        deliver = self.deliver
+        for message in batch:
+            deliver(message)
+
+    def _confirmed(self, mid: int) -> None:
+        confirmation = self._confirmations.pop(mid, None)
+        if confirmation is not None:
+            confirmation()
 
     def _resolve_subscribe(self, mid: int, codes: list[int]) -> None:
         waiter = self._sub_waiters.pop(mid, None)
@@ -216,8 +260,10 @@ class PahoTransport(Transport):
                     f"the broker refused the subscription to {topic_filter!r} (reason code {code:#04x})"
                 )
 
-    def publish(self, message: OutboundMessage) -> None:
+    def publish(self, message: OutboundMessage, on_confirmed: Confirmation | None = None) -> None:
         """Queue a PUBLISH; paho's thread sends it."""
+        if on_confirmed is not None and message.qos:
+            self._tracking = True
         props = None
         if self._v5 and (message.correlation_data is not None or message.response_topic or message.message_expiry):
             props = Properties(PacketTypes.PUBLISH)
@@ -228,13 +274,25 @@ class PahoTransport(Transport):
             if message.message_expiry:
                 props.MessageExpiryInterval = message.message_expiry
         info = self._client.publish(message.topic, message.payload, qos=message.qos, retain=False, properties=props)
+        if info.rc == mqtt.MQTT_ERR_NO_CONN and message.qos:
+            # paho keeps it and sends it once connected; is_published() would raise on this rc.
+            info.rc = mqtt.MQTT_ERR_SUCCESS
         if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
             log.warning("publish to %r failed: %s", message.topic, mqtt.error_string(info.rc))
+        if on_confirmed is not None:
+            if message.qos and info.rc in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+                self._confirmations[info.mid] = on_confirmed
+            else:
+                on_confirmed()
         if message.qos:
             unconfirmed = self._unconfirmed
             unconfirmed.append(info)
             while unconfirmed and unconfirmed[0].is_published():
                 unconfirmed.popleft()
+            if len(unconfirmed) > self._sweep_at:
+                # A publish never confirmed (its session was lost) must not pin every later one.
+                self._unconfirmed = collections.deque(i for i in unconfirmed if not i.is_published())
+                self._sweep_at = max(UNCONFIRMED_SWEEP, 2 * len(self._unconfirmed))
 
     def ack(self, message: InboundMessage) -> None:
         """Send the PUBACK (QoS 1) or PUBCOMP (QoS 2; paho sent PUBREC on arrival)."""
@@ -245,8 +303,8 @@ class PahoTransport(Transport):
     async def drain(self, timeout: float) -> None:
         """Wait for outstanding QoS 1/2 publishes to be acknowledged."""
         deadline = time.monotonic() + timeout
-        unconfirmed = self._unconfirmed
         while time.monotonic() < deadline:
+            unconfirmed = self._unconfirmed
             while unconfirmed and unconfirmed[0].is_published():
                 unconfirmed.popleft()
             if not unconfirmed:

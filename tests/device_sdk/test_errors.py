@@ -14,6 +14,7 @@ CODES = {
     "bad_result": errors.BadResult,
     "timeout": errors.RemoteTimeout,
     "overloaded": errors.Overloaded,
+    "rate_limited": errors.RateLimited,
     "unavailable": errors.Unavailable,
     "internal": errors.InternalError,
 }

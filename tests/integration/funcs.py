@@ -54,3 +54,34 @@ def mark(path: str, token: str) -> str:
     with Path(path).open("a") as handle:
         handle.write(token + "\n")
     return token
+
+
+@router.function("devices/{device_id}/double", idempotent=True)
+def double(n: int) -> int:
+    """Twice ``n``: safe to run again after a crash."""
+    return 2 * n
+
+
+@router.function("devices/{device_id}/flaky", idempotent=True, retries=3)
+def flaky(path: str, failures: int) -> int:
+    """Fail the first ``failures`` runs (counted in a file), then return the number of runs."""
+    with Path(path).open("a+") as handle:
+        handle.write("x")
+        handle.seek(0)
+        runs = len(handle.read())
+    if runs <= failures:
+        raise RuntimeError(f"failure {runs}")
+    return runs
+
+
+@router.function("devices/{device_id}/fresh", max_age=0.5)
+def fresh() -> str:
+    """Only worth running within half a second of the request."""
+    return "fresh"
+
+
+@router.function("devices/{device_id}/single", concurrency=1)
+def single(seconds: float) -> float:
+    """One call at a time: sleep ``seconds``."""
+    time.sleep(seconds)
+    return seconds

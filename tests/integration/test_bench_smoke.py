@@ -1,9 +1,9 @@
 """The benchmark's smoke run: every target, tiny counts, no thresholds, so ``make bench`` cannot rot.
 
 It runs ``python -m benchmarks --smoke`` (its own private broker, the null
-responder and each gateway configuration, one round of every scenario) and
-checks the JSON it writes: the expected structure, and every request answered
-with the correct result.
+responder and each gateway configuration, including the mesos executor on its
+own Mesos stand-in, one round of every scenario) and checks the JSON it writes:
+the expected structure, and every request answered with the correct result.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def test_smoke_run_writes_json_markdown_and_chart(smoke: tuple[dict[str, Any], P
     assert [s["name"] for s in raw["scenarios"]] == SCENARIOS
     assert [t["name"] for t in raw["targets"]] == TARGETS
     markdown = (out / "latest.md").read_text()
-    for title in ("**Speed", "**Cost", "**Memory", "**Targets of issue 4"):
+    for title in ("**Speed", "**Cost", "**Memory", "**Targets of issues 4 and 6"):
         assert title in markdown
     for target in TARGETS:
         assert markdown.count(f"| closed-q0 | {target} |") == 2  # the speed and the cost tables
@@ -84,3 +84,14 @@ def test_smoke_summary_has_ratios_and_goals(smoke: tuple[dict[str, Any], Path]) 
             assert row["throughput_ratio"] > 0 and row["p50_ratio"] > 0
     assert {row["target"] for row in summary["memory"]} == set(TARGETS)
     assert all(goal["value"] is not None for goal in summary["goals"])
+    issue_6 = {goal["goal"] for goal in summary["goals"] if goal["issue"] == 6 and goal["transport"] == "fast"}
+    assert len(issue_6) == 4, issue_6
+
+
+@pytest.mark.slow
+def test_smoke_mesos_target_counts_its_executors(smoke: tuple[dict[str, Any], Path]) -> None:
+    """The mesos target's memory includes the executors and workers under its stand-in, not just the gateway."""
+    memory = {row["target"]: row for row in smoke[0]["summary"]["memory"]}
+    assert "mesos/fast" in TARGETS
+    # Two executors, each with a fork server and 2 warm workers, weigh more than the gateway and its 2 workers.
+    assert memory["mesos/fast"]["peak_pss_mb_max"] > memory["local/fast"]["peak_pss_mb_max"]

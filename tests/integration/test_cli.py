@@ -40,7 +40,7 @@ def test_bad_setting_stops_with_one_line_naming_it(tmp_path: Path) -> None:
     config.write_text('executor = "gpu"\n')
     out = roost("run", "--config", str(config))
     assert out.returncode == 78
-    assert out.stderr.strip() == "roost: invalid setting 'executor': Input should be 'local' or 'inline'"
+    assert out.stderr.strip() == "roost: invalid setting 'executor': Input should be 'local', 'inline' or 'mesos'"
     out = roost("run", env={"ROOST_BROKER": "nohost:abc"})
     assert out.stderr.strip() == "roost: invalid setting 'broker': broker port must be a number, got 'abc'"
 

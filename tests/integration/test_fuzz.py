@@ -15,6 +15,7 @@ from gateway.devbroker import LocalBroker
 from tests.conftest import TRANSPORTS
 from tests.support.gateway_process import GatewayProcess
 from tests.support.probe import Probe
+from tests.support.stream import reply_properties
 
 FUNCTIONS = ["add", "echo", "fail", "nothing", "readings/temperature", "a/b/c"]
 msgpack_values = st.recursive(
@@ -93,3 +94,68 @@ def test_3_1_1_garbage_without_reply_address_is_logged(fuzz_gateway: GatewayProc
         assert f"dropped a request on 'devices/{marker}/add' with no reply address" in fuzz_gateway.log()
     finally:
         device.close()
+
+
+hostile_payloads = st.one_of(
+    st.integers(1, 5000).map(lambda depth: b"\x91" * depth + b"\x01"),  # deep nesting
+    st.integers(1, 5000).map(lambda count: msgpack.packb({"value": list(range(count))})),  # big containers
+    st.integers(0, 100).map(lambda count: msgpack.packb({f"k{n}": n for n in range(count)})),  # many arguments
+    st.binary(min_size=1, max_size=16).map(lambda head: b"\xdd\xff\xff\xff\xff" + head),  # lying length
+)
+hostile_topics = st.one_of(
+    st.integers(1, 60).map(lambda levels: "devices/d1/" + "/".join(["x"] * levels)),
+    st.integers(1, 3000).map(lambda size: f"devices/{'d' * size}/add"),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(payload=hostile_payloads, topic=hostile_topics | st.just("devices/d1/echo"))
+def test_hostile_payloads_and_topics_get_a_clear_error(
+    fuzz_gateway: GatewayProcess, fuzz_probe: Probe, payload: bytes, topic: str
+) -> None:
+    reply = fuzz_probe.request(topic, raw=payload, timeout=10)
+    assert set(reply) <= {"result", "error"}
+    if "error" in reply:
+        assert reply["error"]["code"] in {"bad_payload", "invalid_arguments", "not_found"}, reply
+    assert fuzz_gateway.process is not None and fuzz_gateway.process.poll() is None
+
+
+def test_memory_stays_flat_under_hostile_input(fuzz_gateway: GatewayProcess, broker: LocalBroker) -> None:
+    """Thousands of hostile requests: the gateway's resident memory grows by no more than a few MB."""
+    import psutil
+
+    assert fuzz_gateway.process is not None
+    process = psutil.Process(fuzz_gateway.process.pid)
+    device = Probe(broker.port)
+    reply_topic = f"fz/mem/{uuid.uuid4().hex}"
+    device.subscribe(reply_topic)
+    bodies = [
+        b"\x91" * 3000 + b"\x01",
+        msgpack.packb({"value": list(range(3000))}),
+        b"\xdd\xff\xff\xff\xff\x00",
+        msgpack.packb({"a": 1, "b": 2}),
+    ]
+
+    def burst(count: int) -> None:
+        for n in range(count):
+            device.client.publish(
+                "devices/d1/add" if n % 5 else "devices/" + "x/" * 40 + "add",
+                bodies[n % len(bodies)],
+                qos=1,
+                properties=reply_properties(reply_topic, n),
+            )
+        for _ in range(count):
+            device.wait_for(reply_topic, timeout=20)
+
+    try:
+        burst(2000)  # warm up: caches, allocator arenas
+        before = process.memory_info().rss
+        for _ in range(4):
+            burst(2000)
+            print("RSS", process.memory_info().rss / 1e6)
+        after = process.memory_info().rss
+    finally:
+        device.close()
+    print(f"RSS {before / 1e6:.1f} MB → {after / 1e6:.1f} MB")
+    assert after - before < 8 * 1024 * 1024, f"RSS grew by {(after - before) / 1e6:.1f} MB"
+

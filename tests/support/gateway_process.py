@@ -23,7 +23,9 @@ class GatewayProcess:
         self.client_id = client_id or f"roost-test-{uuid.uuid4().hex[:8]}"
         self.log_path = log_dir / f"{self.client_id}-{uuid.uuid4().hex[:4]}.log"
         self.args = [sys.executable, "-m", "gateway", "run", "--broker", broker, "--client-id", self.client_id, *extra]
-        self.env = dict(os.environ, PYTHONPATH=str(ROOT), **(env or {}))
+        # Each gateway identity keeps its durable queue next to its log, not in the user's state directory.
+        queue = {"ROOST_DURABLE__PATH": str(log_dir / f"{self.client_id}.queue.sqlite3")}
+        self.env = dict(os.environ, PYTHONPATH=str(ROOT), **{**queue, **(env or {})})
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 30.0) -> GatewayProcess:

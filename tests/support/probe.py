@@ -36,7 +36,15 @@ class Probe:
     """One MQTT connection (v5 or 3.1.1) with a queue of received messages."""
 
     def __init__(
-        self, port: int, *, version: int = 5, client_id: str | None = None, clean: bool = True, session_expiry: int = 0
+        self,
+        port: int,
+        *,
+        version: int = 5,
+        client_id: str | None = None,
+        clean: bool = True,
+        session_expiry: int = 0,
+        username: str | None = None,
+        password: str | None = None,
     ) -> None:
         self.client_id = client_id or f"probe-{uuid.uuid4().hex[:10]}"
         self.version = version
@@ -52,6 +60,8 @@ class Probe:
         self.client.on_message = self._on_message
         self.client.on_subscribe = lambda *a: self._subscribed.set()
         self.client.on_socket_open = _nodelay
+        if username is not None:
+            self.client.username_pw_set(username, password)
         kwargs: dict[str, Any] = {}
         if version == 5:
             props = Properties(PacketTypes.CONNECT)

@@ -45,7 +45,7 @@ def test_settings_are_frozen() -> None:
         ({"workers": 0}, "invalid setting 'workers': Input should be greater than or equal to 1"),
         ({"broker": "host:port"}, "invalid setting 'broker': broker port must be a number, got 'port'"),
         ({"broker": ":1883"}, "invalid setting 'broker': broker address ':1883' has no host"),
-        ({"executor": "gpu"}, "invalid setting 'executor': Input should be 'local' or 'inline'"),
+        ({"executor": "gpu"}, "invalid setting 'executor': Input should be 'local', 'inline' or 'mesos'"),
         ({"mqtt_version": "4"}, "invalid setting 'mqtt_version'"),
         ({"namespace": "devices/+/#"}, "invalid setting 'namespace': topic template 'devices/+/#' uses an MQTT"),
         ({"reply_prefix": "r/#"}, "invalid setting 'reply_prefix': must be a topic without wildcards"),
