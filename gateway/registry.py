@@ -49,6 +49,21 @@ class FunctionSpec:
     cpus: float | None = None
     mem: float | None = None
 
+    def options(self) -> dict[str, Any]:
+        """The decorator options this spec was built with, as :func:`build_spec` takes them."""
+        return {
+            "executor": self.executor,
+            "publish": self.publish.template if self.publish else None,
+            "timeout": self.timeout,
+            "idempotent": self.idempotent,
+            "max_age": self.max_age,
+            "retries": self.retries,
+            "concurrency": self.concurrency,
+            "isolated": self.isolated,
+            "cpus": self.cpus,
+            "mem": self.mem,
+        }
+
     @property
     def key(self) -> str:
         """The stable identity of the function: its topic template."""
@@ -287,20 +302,7 @@ class Router:
         """Add every function of ``other`` under this router's prefix."""
         for spec in other.specs:
             if self.prefix:
-                spec = build_spec(
-                    spec.func,
-                    _join(self.prefix, spec.template.template),
-                    executor=spec.executor,
-                    publish=spec.publish.template if spec.publish else None,
-                    timeout=spec.timeout,
-                    idempotent=spec.idempotent,
-                    max_age=spec.max_age,
-                    retries=spec.retries,
-                    concurrency=spec.concurrency,
-                    isolated=spec.isolated,
-                    cpus=spec.cpus,
-                    mem=spec.mem,
-                )
+                spec = build_spec(spec.func, _join(self.prefix, spec.template.template), **spec.options())
             self.specs.append(spec)
 
 

@@ -112,6 +112,18 @@ def test_include_router_applies_prefix() -> None:
     assert [spec.key for spec in outer.specs] == ["devices/{device_id}/add"]
 
 
+def test_include_router_keeps_every_option() -> None:
+    inner = Router()
+    inner.function("{device_id}/add", timeout=2.0, idempotent=True, retries=3, max_age=5.0, concurrency=4,
+                   publish="out/{device_id}")(add)  # fmt: skip
+    outer = Router(prefix="devices")
+    outer.include_router(inner)
+    [spec] = outer.specs
+    assert spec.options() == inner.specs[0].options()
+    assert (spec.timeout, spec.idempotent, spec.retries, spec.max_age, spec.concurrency) == (2.0, True, 3, 5.0, 4)
+    assert spec.publish is not None and spec.publish.template == "out/{device_id}"
+
+
 def test_model_arguments_validate() -> None:
     def store(reading: Reading) -> float:
         return reading.celsius
