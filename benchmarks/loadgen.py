@@ -63,7 +63,7 @@ class Device(asyncio.Protocol):
         self.device_id = f"dev{index:03d}"
         self.client_id = f"bench-{run_id}-{self.device_id}"
         self.request_topic = f"devices/{self.device_id}/add"
-        self.reply_topic = f"bench/{run_id}/replies/{self.device_id}"
+        self.reply_topic = f"roost/replies/{self.device_id}/bench-{run_id}"  # inside the reply space
         self.b = index % OPERANDS
         self.payloads = [msgpack.packb({"a": a, "b": self.b}) for a in range(OPERANDS)]
         self.templates = [

@@ -81,7 +81,7 @@ def start_gateway(broker: str, master: str, work: Path) -> subprocess.Popen[byte
 async def calls(broker: str, console: Console) -> int:
     """Wait for the gateway, then show a few replies and where ``whereami`` ran."""
     host, port = broker.split(":")
-    async with RequestClient(host, int(port), device_id="demo") as client:
+    async with RequestClient(host, int(port), device_id="pi-1") as client:
         deadline = time.monotonic() + 60
         while True:  # the gateway answers once its executors are warm on the agents
             try:

@@ -5,7 +5,7 @@ patterns). From the registered templates and the settings it grants:
 
 * each device: write on every call template with ``{device_id}`` (its own id in
   place of it, ``+``/``#`` for the other parameters), read on its reply spaces
-  (``reply_spaces``, and ``{reply_prefix}/{device_id}`` of the 3.1.1 convention);
+  (``reply_spaces``; by default ``{reply_prefix}/{device_id}``, the 3.1.1 convention's topic);
 * the gateway (``--gateway-user``): read on its subscriptions, write on reply
   spaces, ``publish=`` targets and the dead-letter topic of every device.
 
@@ -34,9 +34,9 @@ def acl_filter(template: TopicTemplate, device: str) -> str:
 
 
 def reply_templates(settings: Settings) -> list[TopicTemplate]:
-    """Where replies to a device may go: its reply spaces, else the 3.1.1 default reply topic."""
-    spaces = [TopicTemplate.parse(space) for space in settings.reply_spaces]
-    return spaces or [TopicTemplate.parse(f"{settings.reply_prefix}/{{device_id}}")]
+    """Where replies to a device may go: its reply spaces (with "#": the 3.1.1 default reply topic)."""
+    spaces = settings.reply_space_templates()
+    return list(spaces) if spaces is not None else [TopicTemplate.parse(f"{settings.reply_prefix}/{{device_id}}")]
 
 
 def render_acl(settings: Settings, registry: Registry, gateway_user: str) -> str:

@@ -99,7 +99,7 @@ class Gateway:
                 ),
                 max_topic_bytes=settings.limits.max_topic_bytes,
                 max_topic_levels=settings.limits.max_topic_levels,
-                reply_spaces=tuple(TopicTemplate.parse(space) for space in settings.reply_spaces),
+                reply_spaces=settings.reply_space_templates(),
                 device_rate=settings.limits.device_rate,
                 device_burst=settings.limits.device_burst,
             ),

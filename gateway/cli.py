@@ -68,6 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     call.add_argument("--qos", type=int, choices=[0, 1, 2], default=1)
     call.add_argument("--mqtt-version", dest="mqtt_version", choices=["5", "3.1.1"], default="5")
     call.add_argument("--expiry", type=int, help="MQTT 5 message expiry interval in seconds")
+    call.add_argument(
+        "--device",
+        help="device id to call as; replies come inside its reply space (default: the {device_id} of the topic)",
+    )
     call.add_argument("topic")
     call.add_argument("args", nargs="*", metavar="NAME=VALUE", help="arguments; values are JSON literals or strings")
     demo = commands.add_parser("demo", help="start a private broker and the gateway, call a few functions")

@@ -1,8 +1,10 @@
 """A small request/reply client on top of a transport, for ``roost call`` and the demo.
 
 It speaks the wire contract of ``docs/protocol.md``: MQTT 5 Response Topic and
-Correlation Data, or, over MQTT 3.1.1, ``$cid`` with the reply on
-``{reply_prefix}/{device_id}``.
+Correlation Data, or, over MQTT 3.1.1, ``$cid`` and ``$rt``. Either way its replies
+come to a private inbox inside the reply space of the device it calls as,
+``{reply_prefix}/{device_id}/{token}``: the gateway refuses reply topics outside it,
+and the device's own inbox is left alone.
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ class RequestClient:
     ) -> None:
         self.device_id = device_id or f"cli-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._v5 = mqtt_version == 5
-        self.reply_topic = f"{reply_prefix}/{self.device_id}"
+        self.reply_topic = f"{reply_prefix}/{self.device_id}/{uuid.uuid4().hex[:12]}"
         options = ConnectOptions(
             host=host,
             port=port,

@@ -16,9 +16,10 @@ from rich.table import Table
 
 from gateway import codec
 from gateway.client import NoReply, Reply, RequestClient
-from gateway.config import BrokerAddress, Settings
+from gateway.config import DEFAULT_NAMESPACE, BrokerAddress, Settings
 from gateway.errors import RoostError
 from gateway.registry import Registry
+from gateway.topics import TopicTemplate
 
 EXIT_OK, EXIT_ERROR, EXIT_TIMEOUT = 0, 1, 2
 
@@ -50,6 +51,12 @@ def decode_alert(payload: bytes) -> Reply:
     return Reply(result=codec.decode(payload, max(len(payload), 1)))
 
 
+def _device_of(topic: str) -> str | None:
+    """The ``{device_id}`` of a topic in the default namespace: the device ``roost call`` calls as."""
+    params = TopicTemplate.parse(DEFAULT_NAMESPACE).match(topic)
+    return params["device_id"] if params is not None else None
+
+
 def call_command(ns: argparse.Namespace) -> int:
     """``roost call``: 0 on a result, 1 on an error reply, 2 on a timeout."""
     from gateway.cli import parse_args_list
@@ -63,7 +70,8 @@ def call_command(ns: argparse.Namespace) -> int:
 
     async def run() -> Reply:
         version = 5 if ns.mqtt_version == "5" else 4
-        async with RequestClient(broker.host, broker.port, mqtt_version=version) as client:
+        device = ns.device or _device_of(ns.topic)
+        async with RequestClient(broker.host, broker.port, mqtt_version=version, device_id=device) as client:
             return await client.request(ns.topic, args, timeout=ns.timeout, qos=ns.qos, expiry=ns.expiry)
 
     try:
@@ -129,7 +137,7 @@ def demo_command(ns: argparse.Namespace) -> int:
 
 async def _demo_calls(address: str, console: Console) -> int:
     host, port = address.split(":")
-    async with RequestClient(host, int(port), device_id="demo") as client:
+    async with RequestClient(host, int(port), device_id="pi-1") as client:
         deadline = time.monotonic() + 30
         while True:  # wait for the gateway to subscribe: the first call is answered once it is up
             try:

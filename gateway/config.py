@@ -28,6 +28,8 @@ from gateway.errors import ConfigError, TemplateError
 from gateway.topics import TopicTemplate
 
 DEFAULT_FUNCTIONS = ("functions.examples", "functions.sensors")
+DEFAULT_NAMESPACE = "devices/{device_id}/{function:path}"
+ANY_REPLY_TOPIC = "#"  # reply_spaces = ["#"]: replies may go to any topic (the check is off)
 
 
 class BrokerAddress(BaseModel):
@@ -219,10 +221,11 @@ class Settings(BaseSettings):
     connect_timeout: float = Field(default=30.0, gt=0)
     max_inflight: Positive = 1000
     functions: Annotated[tuple[str, ...], NoDecode] = DEFAULT_FUNCTIONS
-    namespace: Annotated[tuple[str, ...], NoDecode] = ("devices/{device_id}/{function:path}",)
+    namespace: Annotated[tuple[str, ...], NoDecode] = (DEFAULT_NAMESPACE,)
     reply_prefix: str = "roost/replies"
-    # Replies go only to topics at or under one of these (only {device_id} allowed); empty: anywhere.
-    reply_spaces: Annotated[tuple[str, ...], NoDecode] = ()
+    # Replies go only to topics at or under one of these, rendered with the requesting device's id
+    # ({device_id} only). Default: "{reply_prefix}/{device_id}". "#" alone: any topic (not checked).
+    reply_spaces: Annotated[tuple[str, ...], NoDecode]
     # Calls that failed for good (after their retries) are reported here, per device; "" turns it off.
     dead_letter_topic: str = "roost/dead/{device_id}"
     # Default: the fast asyncio transport for MQTT 5, paho for MQTT 3.1.1.
@@ -247,6 +250,21 @@ class Settings(BaseSettings):
         # with the connection unless session_expiry is set explicitly (docs/operations.md).
         if isinstance(data, dict) and data.get("share_group") and data.get("session_expiry") is None:
             return {**data, "session_expiry": 0}
+        return data
+
+    def reply_space_templates(self) -> tuple[TopicTemplate, ...] | None:
+        """The reply spaces as templates; ``None`` when replies may go to any topic."""
+        if self.reply_spaces == (ANY_REPLY_TOPIC,):
+            return None
+        return tuple(TopicTemplate.parse(space) for space in self.reply_spaces)
+
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _default_reply_space(cls, data: Any) -> Any:
+        # The default space follows reply_prefix, so the 3.1.1 default reply topic is always inside it.
+        if isinstance(data, dict) and data.get("reply_spaces") is None:
+            prefix = data.get("reply_prefix") or "roost/replies"
+            return {**data, "reply_spaces": (f"{prefix}/{{device_id}}",)}
         return data
 
     @field_validator("broker", mode="before")
@@ -291,6 +309,12 @@ class Settings(BaseSettings):
     @field_validator("reply_spaces")
     @classmethod
     def _check_spaces(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError('name at least one reply space, or "#" to let replies go to any topic')
+        if ANY_REPLY_TOPIC in value:
+            if len(value) > 1:
+                raise ValueError('"#" (any topic) cannot be combined with other reply spaces')
+            return value
         for item in value:
             try:
                 template = TopicTemplate.parse(item)

@@ -50,7 +50,8 @@ class DispatchOptions:
     payload_limits: codec.PayloadLimits | None = None  # None: only max_payload_bytes
     max_topic_bytes: int = 1024
     max_topic_levels: int = 32
-    reply_spaces: tuple[TopicTemplate, ...] = ()  # when set, replies go only inside the device's own space
+    # Replies go only inside the requesting device's own space; None: anywhere (Settings decides).
+    reply_spaces: tuple[TopicTemplate, ...] | None = None
     device_rate: float = 0.0  # requests per second per device; 0: unlimited
     device_burst: int = 20
 
@@ -74,7 +75,8 @@ class Dispatcher:
         self._transport = transport
         self._options = options
         self._subscribed = tuple(subscribed)
-        self._checked_replies: dict[str, str | None] = {}  # reply topic → problem, None when fine
+        # (reply topic, device id) → (problem, outside the reply space), None when fine
+        self._checked_replies: dict[tuple[str, str | None], tuple[str, bool] | None] = {}
         self._durable = durable
         self._limits = options.payload_limits or codec.PayloadLimits(max_bytes=options.max_payload_bytes)
         self._rate = limits.DeviceRateLimit(options.device_rate, options.device_burst) if options.device_rate else None
@@ -139,19 +141,12 @@ class Dispatcher:
                 log.warning("dropped a request on %r with no reply address: %s", topic, exc.message)
                 self.stats.drop("no_reply_address")
                 self._end(seq)
-            else:
+            elif self._reply_allowed(address, topic, params, seq):
                 self._send_error(address, exc, topic, seq)
             return
         reply = request.reply
-        if reply is not None and not self._reply_topic_ok(reply, topic):
-            self._end(seq)
+        if reply is not None and not self._reply_allowed(reply, topic, params, seq):
             return
-        if reply is not None and self._options.reply_spaces:
-            problem = limits.reply_space_problem(reply.topic, device_id, self._options.reply_spaces)
-            if problem is not None:
-                log.warning("refused a request on %r: its reply topic %r %s", topic, reply.topic, problem)
-                self._end(seq)
-                return
         if seq is not None and reply is not None and self._durable is not None:
             key = dedup_key(device_id or topic, reply)
             duplicate = self._durable.claim(seq, key) if key is not None else None
@@ -227,30 +222,56 @@ class Dispatcher:
                 return params
         return {}
 
-    def _reply_topic_ok(self, reply: ReplyAddress, topic: str) -> bool:
-        """Refuse reply topics that are not publishable or would loop back to us; log each refusal.
+    def _reply_allowed(self, reply: ReplyAddress, topic: str, params: dict[str, str], seq: int | None) -> bool:
+        """Whether the reply to a request on ``topic`` may go to ``reply.topic``; a refusal is logged and ends it.
 
-        Devices reuse their reply topics, so the verdict is cached (bounded).
+        Refused: topics that cannot be published to or would loop back to the gateway (dropped), and
+        topics outside the requesting device's reply space (dropped and dead-lettered). Devices
+        reuse their reply topics, so the verdict is cached (bounded).
         """
         target = reply.topic
-        problem = self._checked_replies.get(target, "?")
-        if problem == "?":
+        device_id = params.get("device_id")
+        key = (target, device_id)
+        try:
+            verdict = self._checked_replies[key]
+        except KeyError:
             if len(self._checked_replies) >= REPLY_TOPIC_CACHE:
                 self._checked_replies.clear()
-            problem = self._checked_replies[target] = self._reply_topic_problem(target)
-        if problem is None:
+            verdict = self._checked_replies[key] = self._reply_topic_problem(target, device_id)
+        if verdict is None:
             return True
-        log.warning("dropped a request on %r: its reply topic %r %s", topic, target, problem)
-        self.stats.drop("reply_topic_refused")
+        problem, outside_space = verdict
+        if outside_space:
+            log.warning("refused a request on %r: its reply topic %r %s", topic, target, problem)
+            self.stats.drop("reply_space")
+            self._dead_letter(params, topic, BadPayload(f"reply topic {target[:200]!r} {problem}"))
+        else:
+            log.warning("dropped a request on %r: its reply topic %r %s", topic, target, problem)
+            self.stats.drop("reply_topic_refused")
+        self._end(seq)
         return False
 
-    def _reply_topic_problem(self, target: str) -> str | None:
+    def _reply_topic_problem(self, target: str, device_id: str | None) -> tuple[str, bool] | None:
+        """What is wrong with ``target`` as a reply topic, and whether it is the reply space; None if nothing."""
         if "+" in target or "#" in target or "\x00" in target or target.startswith("$"):
-            return "is not a valid topic to publish to"
+            return "is not a valid topic to publish to", False
         for mqtt_filter in self._subscribed:
             if filter_matches(mqtt_filter, target):
-                return f"matches the gateway's subscription {mqtt_filter!r} (reply loop)"
+                return f"matches the gateway's subscription {mqtt_filter!r} (reply loop)", False
+        spaces = self._options.reply_spaces
+        if spaces is not None and device_id is not None:  # no device in the topic: the broker ACL decides
+            problem = limits.reply_space_problem(target, device_id, spaces)
+            if problem is not None:
+                return problem, True
         return None
+
+    def _dead_letter(self, params: dict[str, str], topic: str, error: WireError) -> None:
+        """Report a request that failed for good on the dead-letter topic (if one is set)."""
+        if self._options.dead_letter is not None:
+            letter = retry.dead_letter(self._options.dead_letter, params, topic, error)
+            if letter is not None:
+                self.stats.dead_lettered += 1
+                self._publish(letter)
 
     def _answer_duplicate(self, seq: int, reply: ReplyAddress, duplicate: Duplicate, topic: str) -> None:
         if duplicate.reply is None:
@@ -316,11 +337,7 @@ class Dispatcher:
                     error = InternalError("internal gateway error")
                 if received_at is not None:
                     self.stats.functions[spec.template.template].ran(received_at)
-                if self._options.dead_letter is not None:
-                    letter = retry.dead_letter(self._options.dead_letter, params, topic, error)
-                    if letter is not None:
-                        self.stats.dead_lettered += 1
-                        self._publish(letter)
+                self._dead_letter(params, topic, error)
                 self._fail(reply, error, topic, seq)
                 return
             encoded: bytes = future.result()

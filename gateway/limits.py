@@ -65,10 +65,8 @@ class Concurrency:
             self._running[spec.key] = max(self._running.get(spec.key, 1) - 1, 0)
 
 
-def reply_space_problem(target: str, device_id: str | None, spaces: tuple[TopicTemplate, ...]) -> str | None:
+def reply_space_problem(target: str, device_id: str, spaces: tuple[TopicTemplate, ...]) -> str | None:
     """Why ``target`` is outside ``device_id``'s reply spaces, or ``None`` when it is inside one."""
-    if device_id is None:
-        return "cannot be checked: the request topic names no {device_id}"
     params = {"device_id": device_id}
     for space in spaces:
         root = space.render(params)

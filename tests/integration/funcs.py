@@ -85,3 +85,9 @@ def single(seconds: float) -> float:
     """One call at a time: sleep ``seconds``."""
     time.sleep(seconds)
     return seconds
+
+
+@router.function("sites/{site}/ping")
+def ping(site: str) -> str:
+    """Not device-scoped: who may call it is the broker ACL's business (``roost acl`` grants it to no device)."""
+    return f"pong from {site}"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,7 +9,7 @@ import msgpack
 
 from tests.integration.test_execution import collect, send
 from tests.support.gateway_process import GatewayProcess
-from tests.support.probe import Probe
+from tests.support.probe import Probe, reply_topic_for
 
 FUNCS = ("--functions", "functions.examples", "--functions", "tests.integration.funcs")
 
@@ -42,7 +41,7 @@ def test_a_request_older_than_max_age_is_answered_timeout_not_run(
     start_gateway: Callable[..., GatewayProcess], probe: Probe
 ) -> None:
     start_gateway("--workers", "1", *FUNCS)
-    reply_topic = f"test/r/{uuid.uuid4().hex}"
+    reply_topic = reply_topic_for("d1")
     probe.subscribe(reply_topic)
     send(probe, reply_topic, "devices/d1/slow", {"seconds": 1.0}, b"slow")  # holds the only worker
     send(probe, reply_topic, "devices/d1/fresh", {}, b"fresh")

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from typing import Any
 
 import msgpack
 
 from tests.support.gateway_process import GatewayProcess
-from tests.support.probe import Probe
+from tests.support.probe import Probe, reply_topic_for
 
 FUNCS = ("--functions", "functions.examples", "--functions", "tests.integration.funcs")
 
@@ -57,7 +56,7 @@ def test_calls_behind_a_crash_still_get_their_results(
     start_gateway: Callable[..., GatewayProcess], probe: Probe
 ) -> None:
     start_gateway("--workers", "1", *FUNCS)
-    reply_topic = f"test/r/{uuid.uuid4().hex}"
+    reply_topic = reply_topic_for("d1")
     probe.subscribe(reply_topic)
     send(probe, reply_topic, "devices/d1/crash", {}, b"crash")
     for n in range(20):
@@ -69,7 +68,7 @@ def test_calls_behind_a_crash_still_get_their_results(
 
 def test_overloaded_when_the_queue_is_full(start_gateway: Callable[..., GatewayProcess], probe: Probe) -> None:
     start_gateway("--workers", "1", *FUNCS, env={"ROOST_LIMITS__MAX_QUEUE": "3"})
-    reply_topic = f"test/r/{uuid.uuid4().hex}"
+    reply_topic = reply_topic_for("d1")
     probe.subscribe(reply_topic)
     for n in range(6):
         send(probe, reply_topic, "devices/d1/slow", {"seconds": 0.3}, b"s%d" % n)
@@ -84,7 +83,7 @@ def test_expired_request_is_answered_timeout_instead_of_run(
     start_gateway: Callable[..., GatewayProcess], probe: Probe
 ) -> None:
     start_gateway("--workers", "1", *FUNCS)
-    reply_topic = f"test/r/{uuid.uuid4().hex}"
+    reply_topic = reply_topic_for("d1")
     probe.subscribe(reply_topic)
     send(probe, reply_topic, "devices/d1/slow", {"seconds": 2.0}, b"slow")
     send(probe, reply_topic, "devices/d1/add", {"a": 1, "b": 1}, b"expiring", expiry=1)
@@ -97,7 +96,7 @@ def test_sigterm_finishes_in_flight_calls_and_exits_0(
     start_gateway: Callable[..., GatewayProcess], probe: Probe
 ) -> None:
     gateway = start_gateway("--workers", "2", *FUNCS, env={"ROOST_SHUTDOWN_GRACE": "5"})
-    reply_topic = f"test/r/{uuid.uuid4().hex}"
+    reply_topic = reply_topic_for("d1")
     probe.subscribe(reply_topic)
     send(probe, reply_topic, "devices/d1/slow", {"seconds": 0.5}, b"short")
     # Answered by the other worker: the gateway has received (and started) the slow call before it.
@@ -108,7 +107,7 @@ def test_sigterm_finishes_in_flight_calls_and_exits_0(
 
 def test_sigterm_answers_unavailable_past_the_grace(start_gateway: Callable[..., GatewayProcess], probe: Probe) -> None:
     gateway = start_gateway("--workers", "2", *FUNCS, env={"ROOST_SHUTDOWN_GRACE": "0.2"})
-    reply_topic = f"test/r/{uuid.uuid4().hex}"
+    reply_topic = reply_topic_for("d1")
     probe.subscribe(reply_topic)
     send(probe, reply_topic, "devices/d1/slow", {"seconds": 10}, b"long")
     assert probe.request("devices/d1/add", {"a": 0, "b": 0}) == {"result": 0}

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import msgpack
 
 from tests.support.gateway_process import GatewayProcess
-from tests.support.probe import Probe
+from tests.support.probe import Probe, reply_topic_for
 
 WHERE = "devices/d1/where"  # answers the pid of the process that ran it: with the inline executor, the gateway's
 
@@ -21,7 +21,7 @@ class Replies:
 
     def __init__(self, probe: Probe) -> None:
         self.probe = probe
-        self.topic = f"test/failover/{uuid.uuid4().hex}"
+        self.topic = reply_topic_for("d1")
         self.by_request: dict[bytes, list[int]] = defaultdict(list)
         probe.subscribe(self.topic)
 

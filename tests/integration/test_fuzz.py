@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from gateway.devbroker import LocalBroker
 from tests.conftest import TRANSPORTS
 from tests.support.gateway_process import GatewayProcess
-from tests.support.probe import Probe
+from tests.support.probe import Probe, reply_topic_for
 from tests.support.stream import reply_properties
 
 FUNCTIONS = ["add", "echo", "fail", "nothing", "readings/temperature", "a/b/c"]
@@ -87,10 +87,10 @@ def test_3_1_1_garbage_without_reply_address_is_logged(fuzz_gateway: GatewayProc
     try:
         marker = uuid.uuid4().hex
         device.publish(f"devices/{marker}/add", b"\xc1\xc1")
-        device.publish("devices/d1/add", msgpack.packb({"a": 1, "b": 1, "$cid": "k", "$rt": "fz/in"}))
-        device.subscribe("fz/in")
-        device.publish("devices/d1/add", msgpack.packb({"a": 1, "b": 1, "$cid": "k", "$rt": "fz/in"}))
-        assert device.wait_for("fz/in").decoded() == {"result": 2, "$cid": "k"}
+        device.publish("devices/d1/add", msgpack.packb({"a": 1, "b": 1, "$cid": "k", "$rt": "roost/replies/d1/fz"}))
+        device.subscribe("roost/replies/d1/fz")
+        device.publish("devices/d1/add", msgpack.packb({"a": 1, "b": 1, "$cid": "k", "$rt": "roost/replies/d1/fz"}))
+        assert device.wait_for("roost/replies/d1/fz").decoded() == {"result": 2, "$cid": "k"}
         assert f"dropped a request on 'devices/{marker}/add' with no reply address" in fuzz_gateway.log()
     finally:
         device.close()
@@ -127,7 +127,7 @@ def test_memory_stays_flat_under_hostile_input(fuzz_gateway: GatewayProcess, bro
     assert fuzz_gateway.process is not None
     process = psutil.Process(fuzz_gateway.process.pid)
     device = Probe(broker.port)
-    reply_topic = f"fz/mem/{uuid.uuid4().hex}"
+    reply_topic = reply_topic_for("d1")
     device.subscribe(reply_topic)
     bodies = [
         b"\x91" * 3000 + b"\x01",
@@ -139,7 +139,7 @@ def test_memory_stays_flat_under_hostile_input(fuzz_gateway: GatewayProcess, bro
     def burst(count: int) -> None:
         for n in range(count):
             device.client.publish(
-                "devices/d1/add" if n % 5 else "devices/" + "x/" * 40 + "add",
+                "devices/d1/add" if n % 5 else "devices/d1/" + "x/" * 40 + "add",
                 bodies[n % len(bodies)],
                 qos=1,
                 properties=reply_properties(reply_topic, n),

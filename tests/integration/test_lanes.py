@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 
 import msgpack
@@ -10,7 +9,7 @@ import msgpack
 from gateway.devbroker import LocalBroker
 from tests.integration.test_execution import collect, send
 from tests.support.gateway_process import GatewayProcess
-from tests.support.probe import Probe
+from tests.support.probe import Probe, reply_topic_for
 
 FUNCS = ("--functions", "functions.examples", "--functions", "tests.integration.funcs")
 
@@ -18,41 +17,56 @@ FUNCS = ("--functions", "functions.examples", "--functions", "tests.integration.
 def test_a_forged_response_topic_into_another_devices_space_is_refused(
     start_gateway: Callable[..., GatewayProcess], probe: Probe, broker: LocalBroker
 ) -> None:
-    gateway = start_gateway(*FUNCS, env={"ROOST_REPLY_SPACES": "roost/replies/{device_id}"})
-    probe.subscribe("roost/replies/B/inbox")
-    probe.publish(
-        "devices/A/add",
-        msgpack.packb({"a": 1, "b": 1}),
-        1,
-        response_topic="roost/replies/B/inbox",
-        correlation_data=b"x",
-    )
+    gateway = start_gateway(*FUNCS)  # the default settings: replies only inside roost/replies/{device_id}
+    probe.subscribe("roost/dead/A")
+    for victim in ("roost/replies/B/inbox", "roost/replies/AB", "alerts/B/temperature"):
+        probe.subscribe(victim)
+        probe.publish("devices/A/add", msgpack.packb({"a": 1, "b": 1}), 1, response_topic=victim, correlation_data=b"x")
+        letter = msgpack.unpackb(probe.wait_for("roost/dead/A").payload)
+        assert letter["topic"] == "devices/A/add"
+        assert letter["error"] == {
+            "code": "bad_payload",
+            "message": f"reply topic {victim!r} is outside device 'A''s reply space",
+        }
     probe.subscribe("roost/replies/A/inbox")
-    probe.publish(
-        "devices/A/add",
-        msgpack.packb({"a": 2, "b": 2}),
-        1,
-        response_topic="roost/replies/A/inbox",
-        correlation_data=b"y",
-    )
+    probe.publish("devices/A/add", msgpack.packb({"a": 2, "b": 2}), 1, response_topic="roost/replies/A/inbox")
     assert probe.wait_for("roost/replies/A/inbox").decoded() == {"result": 4}
     probe.expect_nothing(0.3)  # nothing arrived in B's space
-    assert "outside device 'A''s reply space" in gateway.log()
-    # The 3.1.1 convention's default reply topic is inside the space.
+    assert gateway.log().count("outside device 'A''s reply space") == 3
+    # The 3.1.1 convention's default reply topic is inside the space; a forged $rt is not.
     device = Probe(broker.port, version=4)
     try:
         device.subscribe("roost/replies/A")
         device.publish("devices/A/add", msgpack.packb({"a": 3, "b": 3, "$cid": "c"}))
         assert device.wait_for("roost/replies/A").decoded() == {"result": 6, "$cid": "c"}
+        device.publish("devices/A/add", msgpack.packb({"a": 3, "b": 3, "$cid": "d", "$rt": "roost/replies/B"}))
+        assert msgpack.unpackb(probe.wait_for("roost/dead/A").payload)["error"]["code"] == "bad_payload"
     finally:
         device.close()
+
+
+def test_reply_spaces_hash_lets_replies_go_anywhere(start_gateway: Callable[..., GatewayProcess], probe: Probe) -> None:
+    start_gateway(*FUNCS, env={"ROOST_REPLY_SPACES": "#"})
+    probe.subscribe("anywhere/inbox")
+    probe.publish("devices/A/add", msgpack.packb({"a": 1, "b": 1}), 1, response_topic="anywhere/inbox")
+    assert probe.wait_for("anywhere/inbox").decoded() == {"result": 2}
+
+
+def test_a_function_without_device_id_is_not_held_to_a_reply_space(
+    start_gateway: Callable[..., GatewayProcess], probe: Probe
+) -> None:
+    # No device to scope the reply to; the broker ACL decides who may publish there at all.
+    start_gateway(*FUNCS)
+    probe.subscribe("ops/inbox")
+    probe.publish("sites/s1/ping", b"\x80", 1, response_topic="ops/inbox")
+    assert probe.wait_for("ops/inbox").decoded() == {"result": "pong from s1"}
 
 
 def test_a_device_over_its_rate_is_answered_rate_limited_and_others_are_not(
     start_gateway: Callable[..., GatewayProcess], probe: Probe
 ) -> None:
     start_gateway("--executor", "inline", env={"ROOST_LIMITS__DEVICE_RATE": "1", "ROOST_LIMITS__DEVICE_BURST": "5"})
-    reply_topic = f"test/r/{uuid.uuid4().hex}"
+    reply_topic = reply_topic_for("noisy")
     probe.subscribe(reply_topic)
     for n in range(8):
         send(probe, reply_topic, "devices/noisy/add", {"a": n, "b": 0}, b"n%d" % n)
@@ -66,7 +80,7 @@ def test_a_function_past_its_concurrency_is_answered_overloaded(
     start_gateway: Callable[..., GatewayProcess], probe: Probe
 ) -> None:
     start_gateway("--workers", "3", *FUNCS)
-    reply_topic = f"test/r/{uuid.uuid4().hex}"
+    reply_topic = reply_topic_for("d1")
     probe.subscribe(reply_topic)
     for n in range(3):
         send(probe, reply_topic, "devices/d1/single", {"seconds": 0.5}, b"s%d" % n)

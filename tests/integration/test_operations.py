@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import threading
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from gateway.devbroker import LocalBroker, free_port
 from tests.integration.test_cli import roost
 from tests.support.gateway_process import ROOT, GatewayProcess
 from tests.support.ops import get, scrape, status_of, value, wait_for
-from tests.support.probe import Probe
+from tests.support.probe import Probe, reply_topic_for
 
 ADD = "devices/{device_id}/add"
 
@@ -77,7 +76,7 @@ def test_metrics_count_requests_by_function_and_outcome_while_they_flow(
     assert ("process_resident_memory_bytes", frozenset()) in after
 
     # A call that runs for a while shows up as in flight on a busy worker.
-    reply_topic = f"test/r/{uuid.uuid4().hex}"
+    reply_topic = reply_topic_for("d1")
     probe.subscribe(reply_topic)
     payload = msgpack.packb({"seconds": 1.5})
     probe.publish("devices/d1/slow", payload, 1, response_topic=reply_topic, correlation_data=b"slow")

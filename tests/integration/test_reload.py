@@ -12,7 +12,7 @@ import msgpack
 from gateway.devbroker import LocalBroker
 from tests.support.gateway_process import ROOT, GatewayProcess
 from tests.support.ops import wait_for
-from tests.support.probe import Probe
+from tests.support.probe import Probe, reply_topic_for
 
 MODULE = '''
 import time
@@ -64,7 +64,7 @@ def test_reload_picks_up_a_changed_module_while_an_in_flight_call_completes(
     try:
         assert probe.request("devices/d1/version", {}) == {"result": 1}
         marker = tmp_path / "started"
-        reply_topic = f"test/r/{uuid.uuid4().hex}"
+        reply_topic = reply_topic_for("d1")
         probe.subscribe(reply_topic)
         args = {"marker": str(marker), "seconds": 2.0}
         probe.publish("devices/d1/linger", msgpack.packb(args), 1, response_topic=reply_topic, correlation_data=b"old")

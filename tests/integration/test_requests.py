@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import pytest
 from gateway.devbroker import LocalBroker
 from tests.conftest import TRANSPORTS
 from tests.support.gateway_process import GatewayProcess
-from tests.support.probe import Probe
+from tests.support.probe import Probe, reply_topic_for
 
 FUNCS = (
     "--functions",
@@ -46,7 +45,7 @@ def error(reply: dict[str, object]) -> tuple[object, object]:
 
 @pytest.mark.parametrize("qos", [0, 1, 2])
 def test_add_replies_at_the_request_qos(gateway: GatewayProcess, probe: Probe, qos: int) -> None:
-    reply_topic = f"test/r/{uuid.uuid4().hex}"
+    reply_topic = reply_topic_for("d1")
     probe.subscribe(reply_topic, qos=2)
     probe.publish(
         "devices/d1/add", msgpack.packb({"a": 1, "b": 2}), qos, response_topic=reply_topic, correlation_data=b"corr-1"
@@ -60,9 +59,9 @@ def test_add_replies_at_the_request_qos(gateway: GatewayProcess, probe: Probe, q
 
 
 def test_correlation_data_is_optional(gateway: GatewayProcess, probe: Probe) -> None:
-    probe.subscribe("test/nocorr")
-    probe.publish("devices/d1/add", msgpack.packb({"a": 2, "b": 2}), 1, response_topic="test/nocorr")
-    message = probe.wait_for("test/nocorr")
+    probe.subscribe("roost/replies/d1/nocorr")
+    probe.publish("devices/d1/add", msgpack.packb({"a": 2, "b": 2}), 1, response_topic="roost/replies/d1/nocorr")
+    message = probe.wait_for("roost/replies/d1/nocorr")
     assert message.decoded() == {"result": 4}
     assert message.correlation_data is None
 
@@ -82,7 +81,7 @@ def test_mosquitto_rr_gets_a_result(gateway: GatewayProcess, broker: LocalBroker
             "-t",
             "devices/d1/add",
             "-e",
-            f"rr/{uuid.uuid4().hex}",
+            reply_topic_for("d1"),
             "-m",
             request,
             "-W",
@@ -102,9 +101,9 @@ def test_mqtt311_device_uses_cid_and_default_reply_topic(gateway: GatewayProcess
         device.subscribe("roost/replies/old-1")
         device.publish("devices/old-1/add", msgpack.packb({"a": 5, "b": 6, "$cid": b"\x00\x01"}))
         assert device.wait_for("roost/replies/old-1").decoded() == {"result": 11, "$cid": b"\x00\x01"}
-        device.subscribe("old/inbox")
-        device.publish("devices/old-1/nope", msgpack.packb({"$cid": "x", "$rt": "old/inbox"}))
-        reply = device.wait_for("old/inbox").decoded()
+        device.subscribe("roost/replies/old-1/inbox")
+        device.publish("devices/old-1/nope", msgpack.packb({"$cid": "x", "$rt": "roost/replies/old-1/inbox"}))
+        reply = device.wait_for("roost/replies/old-1/inbox").decoded()
         assert reply["$cid"] == "x" and error(reply)[0] == "not_found"
     finally:
         device.close()
@@ -204,6 +203,10 @@ def test_cli_call_exit_codes(gateway: GatewayProcess, broker: LocalBroker) -> No
     assert slow.returncode == 2 and "timeout" in slow.stderr
     v311 = call("--mqtt-version", "3.1.1", "devices/d1/add", "a=2", "b=2")
     assert (v311.returncode, v311.stdout.strip()) == (0, "4")
+    # Calling as another device puts the reply topic in d2's space: refused, so no reply comes.
+    as_d2 = call("--timeout", "1", "--device", "d2", "devices/d1/add", "a=1", "b=1")
+    assert as_d2.returncode == 2 and "timeout" in as_d2.stderr
+    assert "reply topic 'roost/replies/d2/" in gateway.log()
 
 
 def test_gateway_speaking_mqtt311(broker: LocalBroker, logs: Path) -> None:

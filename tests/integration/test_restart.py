@@ -11,7 +11,7 @@ import msgpack
 
 from gateway.devbroker import LocalBroker
 from tests.support.gateway_process import GatewayProcess
-from tests.support.probe import Probe
+from tests.support.probe import Probe, reply_topic_for
 
 
 def test_requests_queued_while_the_gateway_is_down_are_answered(
@@ -22,7 +22,7 @@ def test_requests_queued_while_the_gateway_is_down_are_answered(
     assert probe.request("devices/d1/add", {"a": 0, "b": 0}) == {"result": 0}
     assert gateway.stop() == 0
 
-    reply_topic = f"test/r/{uuid.uuid4().hex}"
+    reply_topic = reply_topic_for("d1")
     probe.subscribe(reply_topic)
     for n in range(200):
         probe.publish(
@@ -50,7 +50,7 @@ def test_sigkill_loses_nothing_that_was_not_acknowledged(
     gateway = start_gateway(client_id=client_id)
     assert probe.request("devices/d1/add", {"a": 0, "b": 0}) == {"result": 0}
     gateway.kill()
-    reply_topic = f"test/r/{uuid.uuid4().hex}"
+    reply_topic = reply_topic_for("d1")
     probe.subscribe(reply_topic)
     for n in range(50):
         probe.publish(

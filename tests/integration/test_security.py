@@ -25,7 +25,6 @@ from tests.support.probe import Probe
 from tests.support.tls import Pki, make_pki
 
 USERS = {"roost": "gateway-secret", "A": "a-secret", "B": "b-secret"}
-SPACES = "roost/replies/{device_id}"
 
 
 class SecureBroker:
@@ -52,7 +51,7 @@ def secure() -> Iterator[SecureBroker]:
     generated = subprocess.run(
         [sys.executable, "-m", "gateway", "acl", "--functions", "functions.examples"],
         cwd=ROOT,
-        env=dict(os.environ, PYTHONPATH=str(ROOT), ROOST_REPLY_SPACES=SPACES),
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),  # the default reply spaces
         check=True,
         capture_output=True,
         text=True,
@@ -81,7 +80,6 @@ def tls_env(secure: SecureBroker, ca: Path | None = None, password: str = USERS[
         "ROOST_TLS__KEY_FILE": str(pki.client_key),
         "ROOST_USERNAME": "roost",
         "ROOST_PASSWORD": password,
-        "ROOST_REPLY_SPACES": SPACES,
         "ROOST_CONNECT_TIMEOUT": "3",
     }
 

@@ -12,14 +12,14 @@ from gateway.devbroker import LocalBroker
 from tests.mesos.mesos_gateway import mesos_gateway
 from tests.mesos_standin.control import Control
 from tests.mesos_standin.harness import StandIn, wait_for
-from tests.support.probe import Probe
+from tests.support.probe import Probe, reply_topic_for
 
 
 def calls_at_once(probe: Probe, count: int, seconds: float) -> list[str]:
     """``count`` concurrent calls of ``mesos_again``; the executor of each."""
     sent = []
     for _ in range(count):
-        topic, corr = f"test/replies/{uuid.uuid4().hex}", uuid.uuid4().bytes
+        topic, corr = reply_topic_for("e1"), uuid.uuid4().bytes
         probe.subscribe(topic)
         probe.publish("devices/e1/mesos_again", msgpack.packb({"seconds": seconds}), response_topic=topic,
                       correlation_data=corr)  # fmt: skip

@@ -15,12 +15,12 @@ from gateway.devbroker import LocalBroker
 from tests.mesos.mesos_gateway import mesos_gateway
 from tests.mesos_standin.control import Control
 from tests.mesos_standin.harness import StandIn, wait_for
-from tests.support.probe import Probe
+from tests.support.probe import Probe, device_of, reply_topic_for
 
 
 def send(probe: Probe, topic: str, args: dict[str, Any]) -> tuple[str, bytes]:
     """Publish a request without waiting; its reply topic and correlation data."""
-    reply_topic, corr = f"test/replies/{uuid.uuid4().hex}", uuid.uuid4().bytes
+    reply_topic, corr = reply_topic_for(device_of(topic)), uuid.uuid4().bytes
     probe.subscribe(reply_topic)
     probe.publish(topic, msgpack.packb(args), response_topic=reply_topic, correlation_data=corr)
     return reply_topic, corr

@@ -17,6 +17,17 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 
+def reply_topic_for(device_id: str) -> str:
+    """A fresh reply topic inside ``device_id``'s default reply space (the gateway refuses others)."""
+    return f"roost/replies/{device_id}/{uuid.uuid4().hex}"
+
+
+def device_of(topic: str) -> str:
+    """The device id of a call topic in the default namespace (``devices/{device_id}/...``)."""
+    levels = topic.split("/")
+    return levels[1] if len(levels) > 2 and levels[0] == "devices" else "nobody"
+
+
 @dataclass(frozen=True)
 class Received:
     """A message the probe received."""
@@ -114,8 +125,8 @@ class Probe:
         timeout: float = 10.0,
         expiry: int | None = None,
     ) -> Any:
-        """An MQTT 5 request with a fresh response topic; returns the decoded reply."""
-        reply_topic = f"test/replies/{uuid.uuid4().hex}"
+        """An MQTT 5 request with a fresh response topic in the device's reply space; the decoded reply."""
+        reply_topic = reply_topic_for(device_of(topic))
         self.subscribe(reply_topic)
         corr = uuid.uuid4().bytes
         payload = raw if raw is not None else (b"" if args is None else msgpack.packb(args, use_bin_type=True))

@@ -28,8 +28,8 @@ RequestMaker = Callable[[int], tuple[str, dict[str, Any]]]
 class StreamingDevice:
     """One paho connection: a publishing thread and a reply log keyed by request number."""
 
-    def __init__(self, port: int, reply_topic: str | None = None) -> None:
-        self.reply_topic = reply_topic or f"test/stream/{uuid.uuid4().hex}"
+    def __init__(self, port: int, reply_topic: str) -> None:
+        self.reply_topic = reply_topic  # inside the reply space of the device its requests name
         self.replies: dict[int, list[Any]] = collections.defaultdict(list)
         self._lock = threading.Lock()
         self._count = 0

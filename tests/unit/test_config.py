@@ -33,6 +33,16 @@ def test_priority_flags_over_environment_over_file(tmp_path: Path, monkeypatch: 
     assert (settings.workers, str(settings.broker)) == (9, "h:1")
 
 
+def test_the_reply_space_follows_the_reply_prefix_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().reply_spaces == ("roost/replies/{device_id}",)
+    assert load_settings(reply_prefix="pi/in").reply_spaces == ("pi/in/{device_id}",)
+    monkeypatch.setenv("ROOST_REPLY_PREFIX", "env/in")
+    assert load_settings().reply_spaces == ("env/in/{device_id}",)
+    spaces = load_settings(reply_spaces="a/{device_id}, b/{device_id}/x").reply_space_templates()
+    assert spaces is not None and [space.template for space in spaces] == ["a/{device_id}", "b/{device_id}/x"]
+    assert load_settings(reply_spaces="#").reply_space_templates() is None
+
+
 def test_settings_are_frozen() -> None:
     settings = load_settings()
     with pytest.raises(ValueError, match="frozen"):
@@ -50,6 +60,9 @@ def test_settings_are_frozen() -> None:
         ({"namespace": "devices/+/#"}, "invalid setting 'namespace': topic template 'devices/+/#' uses an MQTT"),
         ({"reply_prefix": "r/#"}, "invalid setting 'reply_prefix': must be a topic without wildcards"),
         ({"no_such": 1}, "invalid setting 'no_such': Extra inputs are not permitted"),
+        ({"reply_spaces": ""}, "invalid setting 'reply_spaces': name at least one reply space, or \"#\""),
+        ({"reply_spaces": "#,r/{device_id}"}, "invalid setting 'reply_spaces': \"#\" (any topic) cannot be combined"),
+        ({"reply_spaces": "r/{site}"}, "invalid setting 'reply_spaces': reply space 'r/{site}' must use {device_id}"),
     ],
 )
 def test_bad_settings_name_the_setting(flags: dict[str, Any], message: str) -> None:

@@ -56,7 +56,7 @@ class BrokenExecutor(InlineExecutor):
         return future
 
 
-def make(executor: Executor | None = None) -> tuple[Dispatcher, MemoryTransport]:
+def make(executor: Executor | None = None, **options: Any) -> tuple[Dispatcher, MemoryTransport]:
     transport = MemoryTransport()
     namespace = (TopicTemplate.parse("devices/{device_id}/{function:path}"),)
     dispatcher = Dispatcher(
@@ -64,7 +64,7 @@ def make(executor: Executor | None = None) -> tuple[Dispatcher, MemoryTransport]
         {"inline": executor or InlineExecutor(10, 1000)},
         "inline",
         transport,
-        DispatchOptions(namespace=namespace, max_payload_bytes=1000, call_timeout=1.0),
+        DispatchOptions(namespace=namespace, max_payload_bytes=1000, call_timeout=1.0, **options),
         ["devices/+/#"],
     )
     return dispatcher, transport
@@ -173,3 +173,22 @@ def test_311_not_found_replies_on_the_device_reply_topic() -> None:
         "$cid": "k",
     }
     assert transport.published[0].topic == "roost/replies/d3"
+
+
+def test_reply_spaces_hold_error_replies_too_and_dead_letter_the_refusal() -> None:
+    spaces = (TopicTemplate.parse("roost/replies/{device_id}"),)
+    dispatcher, transport = make(reply_spaces=spaces, dead_letter=TopicTemplate.parse("dead/{device_id}"))
+    forged = "roost/replies/B/inbox"
+    run(
+        dispatcher,
+        transport,
+        msg("devices/A/add", raw=b"\xc1", rt=forged),  # undecodable: the error reply is held to the space too
+        msg("devices/A/add", {"a": 1, "b": 1}, rt=forged),
+        msg("devices/A/add", {"a": 2, "b": 2}, rt="roost/replies/A/x"),
+    )
+    assert [m.topic for m in transport.published] == ["dead/A", "dead/A", "roost/replies/A/x"]
+    letters = [msgpack.unpackb(m.payload) for m in transport.published[:2]]
+    message = "reply topic 'roost/replies/B/inbox' is outside device 'A''s reply space"
+    assert [letter["error"] for letter in letters] == [{"code": "bad_payload", "message": message}] * 2
+    assert dispatcher.stats.dropped == {"reply_space": 2}
+    assert len(transport.acked) == 3  # refused requests are acknowledged too: nothing is left at the broker

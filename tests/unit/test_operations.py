@@ -93,7 +93,7 @@ async def _endpoint_scenario() -> None:
         await asyncio.wait_for(gateway.ready.wait(), 5)
         assert await _get(endpoint.port, "/readyz") == (200, "ready\n")
         request = InboundMessage(
-            "devices/d1/add", msgpack.packb({"a": 1, "b": 2}), 0, time.monotonic(), "r/1", b"c"
+            "devices/d1/add", msgpack.packb({"a": 1, "b": 2}), 0, time.monotonic(), "roost/replies/d1/r", b"c"
         )
         transport.deliver(request)
         status, text = await _get(endpoint.port, "/metrics")
