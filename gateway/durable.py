@@ -21,6 +21,13 @@ After a crash, :meth:`DurableQueue.start` republishes stored replies the
 broker had not confirmed and hands back the requests that were stored but not
 answered. A request delivered again (same device, same correlation id) is
 answered from the store, or left to the first copy while that one still runs.
+
+With ``synchronous = "full"`` (an fsync per commit) the commits run on a thread
+of their own, one in flight at a time, while the next batch grows on the loop
+(``gateway/durable_writer.py``; with ``"normal"`` they stay on the loop, which
+is cheaper than the hand-off). Everything above holds either way: acks, starts
+and publishes follow their own commit, batch after batch, on the loop, and a
+reply in the batch in flight is still found by :meth:`DurableQueue.claim`.
 """
 
 from __future__ import annotations
@@ -32,8 +39,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from gateway.durable_writer import BatchWriter
 from gateway.errors import Overloaded
-from gateway.store import DONE, RequestStore, StoredRequest
+from gateway.store import DONE, ReplyRow, RequestRow, RequestStore, StoredRequest
 from gateway.transport.base import InboundMessage, OutboundMessage, Transport
 
 log = logging.getLogger(__name__)
@@ -42,6 +50,7 @@ PRUNE_INTERVAL = 1.0  # seconds between prunes of old confirmed rows
 # Confirmations ride along with the next commit, or are written after this long: losing one costs
 # only a republished (duplicate) reply, and a commit of its own would delay the next request.
 CONFIRM_DELAY = 0.05
+
 
 @dataclass(slots=True)
 class _Known:
@@ -77,13 +86,15 @@ class DurableQueue:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._scheduled = False
         self._inbound: list[InboundMessage] = []  # stored in the coming commit, acknowledged after it
-        self._rows: list[tuple[int, float, str, bytes, int, str | None, bytes | None, int | None]] = []
-        self._replies: list[tuple[int, str | None, float, str | None, bytes, int, bytes | None]] = []
+        self._rows: list[RequestRow] = []
+        self._replies: list[ReplyRow] = []
         self._outbound: list[tuple[int, OutboundMessage]] = []
         self._confirmed: list[int] = []
         self._keys: dict[int, str] = {}  # seq → dedup key, for calls still running
         self._index: collections.OrderedDict[str, _Known] = collections.OrderedDict()
-        self._staged: dict[int, OutboundMessage] = {}  # replies stored in the coming commit
+        self._staged: dict[int, OutboundMessage] = {}  # replies in the coming commit or the one in flight
+        self._writer = BatchWriter(store)
+        self._held = 0  # calls in the commit in flight, started once it is written
         self._pruner: asyncio.TimerHandle | None = None
         self._confirm_timer: asyncio.TimerHandle | None = None
         self._max_started = max_started
@@ -93,8 +104,11 @@ class DurableQueue:
         # which are recorded as started in the commit before they start and count against max_started.
         self._starting: list[tuple[int, Callable[[], None], bool]] = []  # start right after the coming commit
         self._waiting: collections.deque[tuple[int, Callable[[], None], bool]] = collections.deque()
-        self.commits = 0
-        self.commit_seconds = 0.0
+
+    @property
+    def commits(self) -> int:
+        """Group commits written so far."""
+        return self._writer.commits
 
     def start(self) -> list[tuple[InboundMessage, int, bool]]:
         """Begin: republish unconfirmed replies; return the stored requests that still need an answer.
@@ -124,9 +138,10 @@ class DurableQueue:
         return pending
 
     def stop(self) -> None:
-        """Write what is staged and close the store."""
+        """Wait for the commit in flight, write what is staged and close the store."""
         if self._pruner is not None:
             self._pruner.cancel()
+        self._writer.close()  # from here on, commits run on the loop
         self._flush()
         self.store.close()
 
@@ -171,7 +186,7 @@ class DurableQueue:
         such calls under way. Without it, and with nothing ahead, ``start`` runs at once.
         ``Overloaded`` when too many calls wait.
         """
-        if not self._starting and not self._waiting:
+        if not self._starting and not self._waiting and not self._held:
             if not record:
                 start()
                 return
@@ -223,11 +238,16 @@ class DurableQueue:
     def _schedule(self) -> None:
         if not self._scheduled:
             self._scheduled = True
+            if self._writer.busy:
+                return  # committed as soon as the commit in flight is written
             # call_soon runs after every callback already queued for this turn: one commit per turn.
             loop = self._loop or asyncio.get_running_loop()
             loop.call_soon(self._flush)
 
     def _flush(self) -> None:
+        writer = self._writer
+        if writer.busy:
+            return  # the batch grows until the commit in flight is written; _scheduled says to go then
         self._scheduled = False
         if self._confirm_timer is not None:
             self._confirm_timer.cancel()
@@ -238,23 +258,28 @@ class DurableQueue:
         replies, self._replies = self._replies, []
         confirmed, self._confirmed = self._confirmed, []
         starting, self._starting = self._starting, []
-        if rows or replies or confirmed or starting:
-            started = time.perf_counter()
-            try:
-                self.store.commit(rows, replies, confirmed, [seq for seq, _, record in starting if record])
-            except Exception:
-                # Keep serving: an unwritable disk must not stop the gateway, but it is loud.
-                log.exception("durable queue: commit failed; %d requests go on without being stored", len(rows))
-            self.commit_seconds += time.perf_counter() - started
-            self.commits += 1
-        self._staged.clear()
-        ack = self._transport.ack
-        for message in inbound:
-            ack(message)
-        for _, start, _ in starting:
-            start()
-        for seq, reply in outbound:
-            self._send(seq, reply)
+
+        def written() -> None:
+            """After the commit: acks in order of arrival, then the calls it recorded, then its replies."""
+            self._held = 0
+            staged = self._staged
+            for seq, _ in outbound:
+                staged.pop(seq, None)
+            ack = self._transport.ack
+            for message in inbound:
+                ack(message)
+            for _, start, _ in starting:
+                start()
+            for seq, reply in outbound:
+                self._send(seq, reply)
+            if writer.threaded and self._scheduled:
+                self._flush()  # what arrived while this commit was in flight goes at once
+
+        if not (rows or replies or confirmed or starting):
+            written()
+            return
+        self._held = len(starting)
+        writer.commit(rows, replies, confirmed, [seq for seq, _, record in starting if record], written)
 
     def _send(self, seq: int, reply: OutboundMessage) -> None:
         try:
@@ -267,7 +292,11 @@ class DurableQueue:
         self._confirmed.append(seq)
         if self._confirm_timer is None and not self._scheduled:
             loop = self._loop or asyncio.get_running_loop()
-            self._confirm_timer = loop.call_later(CONFIRM_DELAY, self._flush)
+            self._confirm_timer = loop.call_later(CONFIRM_DELAY, self._confirms_due)
+
+    def _confirms_due(self) -> None:
+        self._confirm_timer = None
+        self._schedule()
 
     # -- the dedup index ---------------------------------------------------------------------
 
@@ -295,10 +324,7 @@ class DurableQueue:
             if known.finished is None or known.finished >= cutoff:
                 break
             del index[key]
-        try:
-            self.store.prune(cutoff, self._max_results)
-        except Exception:
-            log.exception("durable queue: pruning old replies failed")
+        self._writer.prune(cutoff, self._max_results)
         if self._loop is not None:
             self._pruner = self._loop.call_later(PRUNE_INTERVAL, self._prune)
 

@@ -15,7 +15,13 @@ running again; :meth:`RequestStore.prune` bounds them by age and count.
 Every method is synchronous and cheap: with ``synchronous=NORMAL`` a WAL commit
 is a ``write()`` without ``fsync`` (about 70 µs for a batch of ten on this
 project's CI machine), which survives a crash of the process, not of the
-machine. ``synchronous=FULL`` adds an fsync per commit (0.5–1.5 ms).
+machine. ``synchronous=FULL`` adds an fsync per commit (0.5–1.5 ms), so the
+durable queue writes from a thread of its own (``gateway/durable_writer.py``).
+
+Two connections: writes (:meth:`~RequestStore.commit`, :meth:`~RequestStore.prune`)
+go through one, used by one thread at a time (the event loop, or the commit
+thread); reads go through the other, used by the event loop. In WAL mode a
+reader never waits for the writer and sees every commit that has returned.
 """
 
 from __future__ import annotations
@@ -24,12 +30,17 @@ import sqlite3
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeAlias
 
 QUEUED = 0
 STARTED = 1
 REPLIED = 2
 DONE = 3
+
+# seq, arrived (time.time()), topic, payload, qos, response topic, correlation data, message expiry
+RequestRow: TypeAlias = tuple[int, float, str, bytes, int, str | None, bytes | None, int | None]
+# seq, dedup key, finished (time.time()), reply topic (None: no reply), payload, qos, correlation data
+ReplyRow: TypeAlias = tuple[int, str | None, float, str | None, bytes, int, bytes | None]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS requests (
@@ -84,7 +95,7 @@ class StoredReply:
 
 
 class RequestStore:
-    """The sqlite file behind the durable queue; one writer (the gateway's event loop)."""
+    """The sqlite file behind the durable queue; one writer at a time, reads from the event loop."""
 
     def __init__(self, path: Path, synchronous: Literal["normal", "full"] = "normal") -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -93,9 +104,11 @@ class RequestStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
         self._db.executescript(_SCHEMA)
-        row = self._db.execute("SELECT max(seq) FROM requests").fetchone()
+        self._reader = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        row = self._reader.execute("SELECT max(seq) FROM requests").fetchone()
         self._next_seq = (row[0] or 0) + 1
         self.path = path
+        self.synchronous = synchronous
 
     def allocate(self) -> int:
         """The sequence number of the next request (rows are written by :meth:`commit`)."""
@@ -105,8 +118,8 @@ class RequestStore:
 
     def commit(
         self,
-        requests: Iterable[tuple[int, float, str, bytes, int, str | None, bytes | None, int | None]],
-        replies: Iterable[tuple[int, str | None, float, str | None, bytes, int, bytes | None]],
+        requests: Iterable[RequestRow],
+        replies: Iterable[ReplyRow],
         done: Iterable[int],
         started: Iterable[int] = (),
     ) -> None:
@@ -135,7 +148,7 @@ class RequestStore:
 
     def unfinished(self) -> list[StoredRequest]:
         """Requests stored but not answered when the last run ended, oldest first."""
-        rows = self._db.execute(
+        rows = self._reader.execute(
             "SELECT seq, arrived, topic, payload, qos, response_topic, correlation, expiry, state FROM requests"
             f" WHERE state <= {STARTED} ORDER BY seq"
         )
@@ -146,7 +159,7 @@ class RequestStore:
 
     def replies(self) -> Iterator[StoredReply]:
         """Stored replies (confirmed or not), oldest first."""
-        rows = self._db.execute(
+        rows = self._reader.execute(
             "SELECT seq, state, dedup_key, finished, reply_topic, reply_payload, reply_qos, reply_correlation"
             f" FROM requests WHERE state >= {REPLIED} ORDER BY seq"
         )
@@ -155,7 +168,7 @@ class RequestStore:
 
     def reply_of(self, seq: int) -> list[StoredReply]:
         """The stored reply of request ``seq`` (an empty list when there is none yet)."""
-        rows = self._db.execute(
+        rows = self._reader.execute(
             "SELECT seq, state, dedup_key, finished, reply_topic, reply_payload, reply_qos, reply_correlation"
             f" FROM requests WHERE seq = ? AND state >= {REPLIED}",
             (seq,),
@@ -185,9 +198,10 @@ class RequestStore:
 
     def count(self) -> int:
         """Rows in the store (for tests and the log)."""
-        row = self._db.execute("SELECT count(*) FROM requests").fetchone()
+        row = self._reader.execute("SELECT count(*) FROM requests").fetchone()
         return int(row[0])
 
     def close(self) -> None:
         """Close the database (WAL content stays valid)."""
+        self._reader.close()
         self._db.close()

@@ -3,15 +3,19 @@
 Covers: one commit per loop turn and acks only after it, in order; replies stored
 before they are published; duplicates answered from the store; recovery after a
 "crash" (a queue dropped without stopping) reruns idempotent calls, answers the
-others ``unavailable`` and republishes unconfirmed replies.
+others ``unavailable`` and republishes unconfirmed replies. With
+``synchronous="full"`` (commits on the commit thread): acks in order across
+batches while a commit is in flight, replies and recorded calls only after
+their commit, duplicates found in the batch in flight, and a stop that waits.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +25,7 @@ from gateway.dispatch import Dispatcher, DispatchOptions
 from gateway.durable import DurableQueue
 from gateway.executors.inline import InlineExecutor
 from gateway.registry import Registry, Router
-from gateway.store import DONE, REPLIED, STARTED, RequestStore
+from gateway.store import DONE, REPLIED, STARTED, ReplyRow, RequestRow, RequestStore
 from gateway.topics import TopicTemplate
 from gateway.transport.base import InboundMessage, OutboundMessage
 from gateway.transport.memory import MemoryTransport
@@ -66,9 +70,11 @@ class UnconfirmedTransport(MemoryTransport):
         self.published.append(message)
 
 
-def make(path: Path, transport: MemoryTransport | None = None) -> tuple[Dispatcher, MemoryTransport, DurableQueue]:
+def make(
+    path: Path, transport: MemoryTransport | None = None, store: RequestStore | None = None
+) -> tuple[Dispatcher, MemoryTransport, DurableQueue]:
     transport = transport or MemoryTransport()
-    durable = DurableQueue(RequestStore(path), transport, result_ttl=60.0, max_results=100)
+    durable = DurableQueue(store or RequestStore(path), transport, result_ttl=60.0, max_results=100)
     namespace = (TopicTemplate.parse("devices/{device_id}/{function:path}"),)
     dispatcher = Dispatcher(
         Registry.from_specs(router.specs),
@@ -97,6 +103,38 @@ def states(path: Path) -> list[int]:
 async def settle() -> None:
     for _ in range(5):
         await asyncio.sleep(0)
+
+
+async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Let the loop run until ``condition`` holds (commits on the commit thread finish on their own time)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        await asyncio.sleep(0.001)
+
+
+class HeldStore(RequestStore):
+    """A real store with an fsync per commit, whose commits wait until the test lets each one through."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, "full")
+        self.permits = threading.Semaphore(0)
+        self.batches: list[list[int]] = []  # the request seqs of each commit, in commit order
+
+    def commit(
+        self,
+        requests: Iterable[RequestRow],
+        replies: Iterable[ReplyRow],
+        done: Iterable[int],
+        started: Iterable[int] = (),
+    ) -> None:
+        assert self.permits.acquire(timeout=10), "the test never let this commit through"
+        requests = list(requests)
+        self.batches.append([row[0] for row in requests])
+        super().commit(requests, replies, done, started)
+
+    def let_through(self, commits: int = 1) -> None:
+        self.permits.release(commits)
 
 
 @synchronous
@@ -232,3 +270,135 @@ async def test_calls_start_in_order_of_arrival_whatever_their_kind(tmp_path: Pat
     await settle()
     assert RUNS == ["charge", "add"]
     durable.stop()
+
+
+@synchronous
+async def test_with_full_sync_acks_stay_in_order_across_batches_while_a_commit_is_in_flight(tmp_path: Path) -> None:
+    store = HeldStore(tmp_path / "q.sqlite3")
+    dispatcher, transport, durable = make(tmp_path / "q.sqlite3", store=store)
+    durable.start()
+    messages = [request("devices/d1/add", {"a": n, "b": 1}, str(n).encode()) for n in range(7)]
+    for message in messages[:3]:
+        dispatcher.handle(message)
+    await settle()  # batch 1 is in flight, held
+    for message in messages[3:5]:
+        dispatcher.handle(message)
+    await settle()
+    for message in messages[5:]:  # another turn: the loop keeps serving, batch 2 grows
+        dispatcher.handle(message)
+    await settle()
+    assert transport.acked == [] and transport.published == []
+    store.let_through()
+    await until(lambda: len(transport.acked) >= 3)
+    assert transport.acked == messages[:3]  # batch 2 is in flight now: not acked
+    assert [msgpack.unpackb(m.payload) for m in transport.published] == [{"result": n + 1} for n in range(3)]
+    store.let_through()
+    await until(lambda: len(transport.acked) >= 7)
+    assert transport.acked == messages
+    assert len(transport.published) == 7
+    assert store.batches == [[1, 2, 3], [4, 5, 6, 7]]  # one commit in flight at a time; the next one grew
+    store.let_through(10)
+    durable.stop()
+    assert states(tmp_path / "q.sqlite3") == [DONE] * 7
+
+
+@synchronous
+async def test_with_full_sync_calls_start_and_replies_go_out_only_after_their_commit(tmp_path: Path) -> None:
+    path = tmp_path / "q.sqlite3"
+    store = HeldStore(path)
+    dispatcher, transport, durable = make(path, store=store)
+    durable.start()
+    RUNS.clear()
+    dispatcher.handle(request("devices/d1/charge", {"amount": 3}, b"c1"))
+    dispatcher.handle(request("devices/d1/add", {"a": 1, "b": 1}, b"a1"))  # arrived later: starts later
+    await settle()
+    assert RUNS == []  # "started" is not written yet
+    store.let_through()
+    await until(lambda: len(transport.acked) == 2)
+    assert RUNS == ["charge", "add"]
+    await settle()
+    assert transport.published == []  # their replies are in the commit in flight
+    assert states(path) == [STARTED, STARTED]  # both stored, neither answered yet
+    store.let_through()
+    await until(lambda: len(transport.published) == 2)
+    assert states(path) == [REPLIED, REPLIED]  # stored before published; the confirmations wait for a permit
+    assert [msgpack.unpackb(m.payload) for m in transport.published] == [{"result": 3}, {"result": 2}]
+    store.let_through(10)
+    durable.stop()
+
+
+@synchronous
+async def test_with_full_sync_a_duplicate_is_answered_from_the_batch_in_flight(tmp_path: Path) -> None:
+    store = HeldStore(tmp_path / "q.sqlite3")
+    dispatcher, transport, durable = make(tmp_path / "q.sqlite3", store=store)
+    durable.start()
+    RUNS.clear()
+    dispatcher.handle(request("devices/d1/charge", {"amount": 5}, b"c1"))
+    await settle()
+    store.let_through()
+    await until(lambda: RUNS == ["charge"])  # its reply is in the commit now in flight, held
+    dispatcher.handle(request("devices/d1/charge", {"amount": 5}, b"c1"))  # delivered again meanwhile
+    await settle()
+    assert RUNS == ["charge"] and transport.published == []
+    store.let_through()  # the first reply's commit
+    await until(lambda: len(transport.published) == 1)
+    store.let_through()  # the duplicate and its answer
+    await until(lambda: len(transport.published) == 2)
+    assert RUNS == ["charge"]
+    assert [m.payload for m in transport.published] == [msgpack.packb({"result": 5})] * 2
+    # Once written, the reply is found in the store, even while another commit is in flight.
+    dispatcher.handle(request("devices/d1/add", {"a": 1, "b": 1}, b"a1"))
+    await settle()
+    dispatcher.handle(request("devices/d1/charge", {"amount": 5}, b"c1"))
+    await settle()
+    assert RUNS == ["charge", "add"]
+    store.let_through(10)
+    await until(lambda: len(transport.published) == 4)
+    assert transport.published[3].payload == msgpack.packb({"result": 5})
+    durable.stop()
+
+
+@synchronous
+async def test_with_full_sync_stop_waits_for_the_commit_in_flight_and_writes_the_rest(tmp_path: Path) -> None:
+    path = tmp_path / "q.sqlite3"
+    store = HeldStore(path)
+    dispatcher, transport, durable = make(path, store=store)
+    durable.start()
+    messages = [request("devices/d1/add", {"a": n, "b": 1}, str(n).encode()) for n in range(4)]
+    dispatcher.handle(messages[0])
+    dispatcher.handle(messages[1])
+    await settle()  # in flight
+    dispatcher.handle(messages[2])
+    dispatcher.handle(messages[3])
+    await settle()  # waiting behind it
+    store.let_through(10)
+    durable.stop()  # the loop never ran the commit's follow-up: stop does, then commits the rest
+    assert transport.acked == messages
+    assert len(transport.published) == 4
+    assert store.batches == [[1, 2], [3, 4], []]  # the last one: the confirmations, on the loop
+    assert states(path) == [DONE] * 4
+
+
+@synchronous
+async def test_with_full_sync_a_stream_is_acked_and_started_in_order(tmp_path: Path) -> None:
+    path = tmp_path / "q.sqlite3"
+    dispatcher, transport, durable = make(path, store=RequestStore(path, "full"))
+    durable.start()
+    RUNS.clear()
+    messages = []
+    for turn in range(50):
+        for n in range(turn * 4, turn * 4 + 4):
+            if n % 2:
+                messages.append(request("devices/d1/charge", {"amount": n}, str(n).encode()))
+            else:
+                messages.append(request("devices/d1/add", {"a": n, "b": 0}, str(n).encode()))
+            dispatcher.handle(messages[-1])
+        await asyncio.sleep(0)
+    await until(lambda: len(transport.published) == len(messages))
+    assert transport.acked == messages
+    results = {m.correlation_data: msgpack.unpackb(m.payload) for m in transport.published}
+    assert results == {str(n).encode(): {"result": n} for n in range(200)}
+    assert RUNS == ["add", "charge"] * 100
+    assert durable.commits < 100  # batches grew while commits were in flight
+    durable.stop()
+    assert states(path) == [DONE] * 200
