@@ -14,7 +14,7 @@ import inspect
 import typing
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict, Unpack
 
 import pydantic
 
@@ -49,7 +49,7 @@ class FunctionSpec:
     cpus: float | None = None
     mem: float | None = None
 
-    def options(self) -> dict[str, Any]:
+    def options(self) -> FunctionOptions:
         """The decorator options this spec was built with, as :func:`build_spec` takes them."""
         return {
             "executor": self.executor,
@@ -159,6 +159,21 @@ def _details(exc: pydantic.ValidationError, prefix: list[Any] | None = None) -> 
     return out
 
 
+class FunctionOptions(TypedDict, total=False):
+    """The options of :meth:`Router.function`, as :func:`build_spec` takes them (its defaults apply)."""
+
+    executor: ExecutorName
+    publish: str | None
+    timeout: float | None
+    idempotent: bool
+    max_age: float | None
+    retries: int
+    concurrency: int | None
+    isolated: bool
+    cpus: float | None
+    mem: float | None
+
+
 class _ArgumentsBase(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid", arbitrary_types_allowed=False)
 
@@ -252,47 +267,24 @@ class Router:
     specs: list[FunctionSpec] = field(default_factory=list)
 
     def function(
-        self,
-        template: str,
-        *,
-        executor: ExecutorName = "default",
-        publish: str | None = None,
-        timeout: float | None = None,
-        idempotent: bool = False,
-        max_age: float | None = None,
-        retries: int = 0,
-        concurrency: int | None = None,
-        isolated: bool = False,
-        cpus: float | None = None,
-        mem: float | None = None,
+        self, template: str, **options: Unpack[FunctionOptions]
     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         """Register the decorated function at ``template`` (relative to the router's prefix).
 
-        ``idempotent=True`` says running it twice does no harm: a call interrupted by a
-        crash is run again after the restart (otherwise it is answered ``unavailable``), and
-        a failed call is retried ``retries`` times with backoff. ``max_age``: a request older
-        than this many seconds when it would start is answered ``timeout`` instead.
-        ``concurrency``: at most this many calls run at a time; more are answered ``overloaded``.
-        ``isolated=True`` (mesos executor only): each call runs in a Mesos task of its own, with
-        ``cpus``/``mem`` (MB), killed when the call ends or times out; for heavy or untrusted work.
+        Options (all optional, see :class:`FunctionOptions`): ``executor`` ("default",
+        "inline", "local", "mesos"); ``publish``: where an event's result goes;
+        ``timeout`` seconds. ``idempotent=True`` says running it twice does no harm: a call
+        interrupted by a crash is run again after the restart (otherwise it is answered
+        ``unavailable``), and a failed call is retried ``retries`` times with backoff.
+        ``max_age``: a request older than this many seconds when it would start is answered
+        ``timeout`` instead. ``concurrency``: at most this many calls run at a time; more are
+        answered ``overloaded``. ``isolated=True`` (mesos executor only): each call runs in a
+        Mesos task of its own, with ``cpus``/``mem`` (MB), killed when the call ends or times
+        out; for heavy or untrusted work.
         """
 
         def register(func: Callable[..., Any]) -> Callable[..., Any]:
-            full = _join(self.prefix, template)
-            spec = build_spec(
-                func,
-                full,
-                executor=executor,
-                publish=publish,
-                timeout=timeout,
-                idempotent=idempotent,
-                max_age=max_age,
-                retries=retries,
-                concurrency=concurrency,
-                isolated=isolated,
-                cpus=cpus,
-                mem=mem,
-            )
+            spec = build_spec(func, _join(self.prefix, template), **options)
             self.specs.append(spec)
             return func
 
