@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import collections
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
-from gateway.errors import FunctionError, WireError
+from gateway.errors import CallTimeout, FunctionError, WireError
 from gateway.registry import FunctionSpec
 
 
@@ -82,3 +84,32 @@ def function_error(exc: BaseException) -> FunctionError:
         text = text[:500] + "..."
     name = type(exc).__name__
     return FunctionError(f"{name}: {text}" if text else name)
+
+
+class Queued(Protocol):
+    """A call waiting in an executor's queue."""
+
+    @property
+    def call(self) -> Call: ...
+
+    @property
+    def future(self) -> asyncio.Future[bytes]: ...
+
+
+Q = TypeVar("Q", bound=Queued)
+
+
+def next_live(queue: collections.deque[Q], now: float, finish: Callable[[Q, WireError], None]) -> Q | None:
+    """The first queued call still worth starting, left at the head of ``queue``; ``None`` if none.
+
+    Calls ahead of it that were cancelled, or whose request expired (``now`` is
+    ``time.monotonic()``), are taken off and finished with ``timeout``.
+    """
+    while queue:
+        pending = queue[0]
+        expires_at = pending.call.expires_at
+        if not pending.future.done() and (expires_at is None or now < expires_at):
+            return pending
+        queue.popleft()
+        finish(pending, CallTimeout("the request expired before it could run"))
+    return None

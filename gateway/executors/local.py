@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 
 from gateway.errors import CallTimeout, InternalError, Overloaded, RoostError, Unavailable, WireError, error_for_code
 from gateway.executors import framing
-from gateway.executors.base import Call, Executor, settle
+from gateway.executors.base import Call, Executor, next_live, settle
 from gateway.executors.framing import REPLY_HEADER, ReplyKind
 from gateway.executors.pool import WorkerPool, WorkerProcess
 from gateway.registry import routers_of
@@ -252,13 +252,7 @@ class LocalExecutor(Executor):
     def _dispatch(self) -> None:
         self._dispatch_soon = False
         queue, now, touched = self._queue, time.monotonic(), []
-        while queue:
-            pending = queue[0]
-            expires_at = pending.call.expires_at
-            if pending.future.done() or (expires_at is not None and now >= expires_at):
-                queue.popleft()  # cancelled by the caller, or too late to start
-                self._finish(pending, CallTimeout("the request expired before it could run"))
-                continue
+        while (pending := next_live(queue, now, self._finish)) is not None:
             lane = self._pick()
             if lane is None:
                 break

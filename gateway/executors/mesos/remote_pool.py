@@ -30,9 +30,9 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from gateway.errors import CallTimeout, Overloaded, Unavailable, WireError, error_for_code
+from gateway.errors import Overloaded, Unavailable, WireError, error_for_code
 from gateway.executors import framing
-from gateway.executors.base import Call, settle
+from gateway.executors.base import Call, next_live, settle
 from gateway.executors.framing import ReplyKind
 from gateway.executors.local import PIPELINE
 from gateway.executors.mesos import wire
@@ -337,13 +337,7 @@ class RemotePool:
             return
         queue, now, touched, count = self._queue, time.monotonic(), [], len(ready)
         turn = self._turn % count
-        while queue:
-            pending = queue[0]
-            expires_at = pending.call.expires_at
-            if pending.future.done() or (expires_at is not None and now >= expires_at):
-                queue.popleft()  # cancelled by the caller, or too late to start
-                self._finish(pending, CallTimeout("the request expired before it could run"))
-                continue
+        while (pending := next_live(queue, now, self._finish)) is not None:
             best, best_at = None, 0
             for step in range(count):
                 at = (turn + step) % count
