@@ -43,8 +43,11 @@ def base_config() -> str:
 class LocalBroker:
     """A mosquitto process listening on 127.0.0.1:``port``, persisting into ``data_dir``."""
 
-    def __init__(self, port: int | None = None, data_dir: Path | None = None, extra_config: str = "") -> None:
+    def __init__(
+        self, port: int | None = None, data_dir: Path | None = None, extra_config: str = "", base: str | None = None
+    ) -> None:
         self.port = port or free_port()
+        self.base = base_config() if base is None else base  # the settings before the listener line
         self._own_dir = data_dir is None
         self.data_dir = data_dir or Path(tempfile.mkdtemp(prefix="roost-broker-"))
         self.extra_config = extra_config
@@ -63,7 +66,7 @@ class LocalBroker:
         self.data_dir.chmod(0o777)
         config = self.data_dir / "mosquitto.conf"
         config.write_text(
-            base_config()
+            self.base
             + f"\nlistener {self.port} 127.0.0.1\n"
             + f"persistence_location {self.data_dir}/\n"
             + self.extra_config

@@ -36,6 +36,28 @@ class SecureBroker:
         self.pki = pki
 
 
+def shipped_broker_config(passwords: Path, acl: Path, tls_port: int, pki: Pki) -> str:
+    """deploy/mosquitto.conf with this test's files, its TLS listener on, and no plain listener on 1883.
+
+    The plain listener comes from LocalBroker (a free port on 127.0.0.1): the same users and ACL apply.
+    """
+    text = (ROOT / "deploy" / "mosquitto.conf").read_text()
+    replacements = {
+        "/etc/mosquitto/roost.passwd": str(passwords),
+        "/etc/mosquitto/roost.acl": str(acl),
+        "\nlistener 1883\n": "\n",
+        "#listener 8883": f"listener {tls_port} 127.0.0.1",
+        "#cafile /etc/mosquitto/certs/ca.crt": f"cafile {pki.ca}",
+        "#certfile /etc/mosquitto/certs/server.crt": f"certfile {pki.server_cert}",
+        "#keyfile /etc/mosquitto/certs/server.key": f"keyfile {pki.server_key}",
+        "#require_certificate false": "require_certificate true",
+    }
+    for old, new in replacements.items():
+        assert old in text, f"deploy/mosquitto.conf no longer has {old!r}"
+        text = text.replace(old, new)
+    return text
+
+
 @pytest.fixture(scope="module")
 def secure() -> Iterator[SecureBroker]:
     # Not under pytest's tmp_path: mosquitto drops to its own user, which cannot enter that (0700) tree.
@@ -60,13 +82,7 @@ def secure() -> Iterator[SecureBroker]:
     for path in (passwords, acl):
         path.chmod(0o644)
     tls_port = free_port()
-    broker = LocalBroker(
-        extra_config=(
-            f"allow_anonymous false\npassword_file {passwords}\nacl_file {acl}\n"
-            f"listener {tls_port} 127.0.0.1\ncafile {pki.ca}\ncertfile {pki.server_cert}\n"
-            f"keyfile {pki.server_key}\nrequire_certificate true\n"
-        )
-    ).start()
+    broker = LocalBroker(base=shipped_broker_config(passwords, acl, tls_port, pki)).start()
     yield SecureBroker(broker, tls_port, pki)
     broker.cleanup()
     shutil.rmtree(files, ignore_errors=True)

@@ -73,3 +73,18 @@ def test_the_marathon_app_probes_health_and_readiness_and_shares_the_load() -> N
     assert ns.command == "run" and ns.share_group == "roost"
     assert "$MESOS_TASK_ID" in ns.client_id  # each instance has its own session at the broker
     assert "ROOST_METRICS__PORT=$PORT0" in app["cmd"]
+
+
+def _mosquitto_settings(text: str) -> dict[str, str]:
+    """``key value`` lines of a mosquitto config (comments and listener blocks' repeats ignored)."""
+    lines = (line.split(None, 1) for line in text.splitlines() if line.strip() and not line.startswith("#"))
+    return {parts[0]: parts[1].strip() if len(parts) > 1 else "" for parts in lines}
+
+
+def test_the_shipped_broker_config_keeps_what_the_guarantees_need() -> None:
+    shipped = _mosquitto_settings((DEPLOY / "mosquitto.conf").read_text())
+    tested = _mosquitto_settings((DEPLOY.parent / "gateway" / "data" / "mosquitto.conf").read_text())
+    for key in ("set_tcp_nodelay", "max_queued_messages", "max_queued_bytes", "max_inflight_messages", "persistence",
+                "autosave_interval"):  # fmt: skip
+        assert shipped[key] == tested[key], key
+    assert shipped["allow_anonymous"] == "false" and "password_file" in shipped and "acl_file" in shipped
