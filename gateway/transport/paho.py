@@ -6,7 +6,14 @@ validation and dispatch happen on the loop. Settings that matter for speed and
 for not losing requests:
 
 * TCP_NODELAY on the socket (without it every QoS 1 round trip waits ~44 ms);
-* a raised max in-flight window (paho's 20 halves QoS 1 throughput);
+* a raised in-flight window (paho's 20 halves QoS 1 throughput), kept here rather than by
+  paho. paho's thread shares the GIL with the loop and, under load, sends replies slower than
+  the loop makes them (after a broker restart, tens of thousands wait). paho would keep each
+  of them as an ``MQTTMessage`` of ~9 KB and walk its window on every PUBACK: hundreds of MB
+  that the process never gives back. Here they wait as small ``OutboundMessage`` objects and
+  paho only ever holds the window;
+* PUBLISH properties copied from one template: a new ``Properties`` builds its own name and
+  type tables, ~8 KB per message held until the PUBACK;
 * ``clean_start=False`` with an explicit session expiry, so requests queued at
   the broker while the gateway restarts are delivered after it comes back;
 * manual acknowledgement, so the gateway decides when a request is acked.
@@ -17,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import copy
 import logging
 import socket
 import ssl
@@ -37,8 +45,8 @@ from gateway.transport.options import ConnectOptions
 
 log = logging.getLogger(__name__)
 
+_PUBLISH_PROPERTIES = Properties(PacketTypes.PUBLISH)  # never set: copied for each publish
 
-UNCONFIRMED_SWEEP = 10_000  # outstanding QoS 1/2 publishes before a full sweep of confirmed ones
 
 class PahoTransport(Transport):
     """An MQTT 5 (or 3.1.1) connection through paho-mqtt's network thread."""
@@ -52,18 +60,22 @@ class PahoTransport(Transport):
         self._connected = threading.Event()
         self._connect_error: str | None = None
         self._sub_waiters: dict[int, asyncio.Future[list[int]]] = {}
-        self._unconfirmed: collections.deque[mqtt.MQTTMessageInfo] = collections.deque()
-        self._sweep_at = UNCONFIRMED_SWEEP
-        # Messages from paho's thread wait here; one wake-up of the loop takes them all. A
-        # call_soon_threadsafe per message would fill the loop's self-pipe under load, and then a
-        # SIGTERM's wake-up byte is dropped and the gateway never stops.
+        # Messages and completed publishes (mids) from paho's thread wait here; one wake-up of the
+        # loop takes them all. A call_soon_threadsafe per message or PUBACK would fill the loop's
+        # self-pipe under load (then a SIGTERM's wake-up byte is dropped and the gateway never
+        # stops), and each is a syscall that makes paho's thread wait for the GIL again.
         self._inbox: collections.deque[InboundMessage] = collections.deque()
+        self._completed: list[int] = []
         self._inbox_lock = threading.Lock()
         self._wakeup_pending = False
         self._closing = False
         self._link = LinkState()  # created here, before paho's thread writes to it
-        self._confirmations: dict[int, Confirmation] = {}  # mid → callback, on the loop only
-        self._tracking = False  # set once: from then on paho's thread hands every PUBACK'd mid over
+        # The QoS 1/2 window, on the loop only: mid → confirmation of publishes handed to paho, and
+        # the publishes waiting for a free slot, in order.
+        self._in_flight: dict[int, Confirmation | None] = {}
+        self._waiting: collections.deque[tuple[OutboundMessage, Confirmation | None]] = collections.deque()
+        self._server_receive_maximum = 65535  # from the CONNACK, written by paho's thread
+        self._drainers: list[asyncio.Future[None]] = []
         self._client = self._build_client()
 
     @property
@@ -88,7 +100,7 @@ class PahoTransport(Transport):
                 clean_session=opts.clean_start,
                 manual_ack=True,
             )
-        client.max_inflight_messages_set(opts.max_inflight)
+        client.max_inflight_messages_set(0)  # unlimited: the window is kept by publish(), see above
         client.max_queued_messages_set(0)
         client.reconnect_delay_set(min_delay=1, max_delay=opts.max_reconnect_delay)
         if opts.username is not None:
@@ -118,6 +130,8 @@ class PahoTransport(Transport):
             self._options.port,
             getattr(flags, "session_present", False),
         )
+        receive_maximum = getattr(props, "ReceiveMaximum", None) if props is not None else None
+        self._server_receive_maximum = receive_maximum if isinstance(receive_maximum, int) else 65535
         if self._filters:
             client.subscribe(self._filters)
         # Plain attribute writes from paho's thread: read on the loop only for health and metrics.
@@ -175,27 +189,38 @@ class PahoTransport(Transport):
             loop.call_soon_threadsafe(self._resolve_subscribe, mid, codes)
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, props: Any) -> None:
+        # Every mid is handed over (QoS 0 ones are ignored on the loop): the PUBACK may arrive
+        # before publish() has recorded its mid, and the loop sees it only after that.
         loop = self._loop
-        # Checked here, not per mid: the PUBACK may arrive before publish() has stored its callback.
-        if self._tracking and loop is not None:
-            loop.call_soon_threadsafe(self._confirmed, mid)
+        if loop is None:
+            return
+        with self._inbox_lock:
+            self._completed.append(mid)
+            if self._wakeup_pending:
+                return
+            self._wakeup_pending = True
+        loop.call_soon_threadsafe(self._take_inbox)
 
     # -- event loop side ----------------------------------------------------------------
 
     def _take_inbox(self) -> None:
-        """Deliver, in order, every message paho's thread has handed over since the last wake-up."""
+        """Take what paho's thread handed over since the last wake-up: completed publishes, then messages."""
         with self._inbox_lock:
             batch = list(self._inbox)
             self._inbox.clear()
+            completed, self._completed = self._completed, []
             self._wakeup_pending = False
+        in_flight = self._in_flight
+        for mid in completed:
+            if mid in in_flight:
+                confirmation = in_flight.pop(mid)
+                if confirmation is not None:
+                    confirmation()
+        if completed:
+            self._release_waiting()
         deliver = self.deliver
         for message in batch:
             deliver(message)
-
-    def _confirmed(self, mid: int) -> None:
-        confirmation = self._confirmations.pop(mid, None)
-        if confirmation is not None:
-            confirmation()
 
     def _resolve_subscribe(self, mid: int, codes: list[int]) -> None:
         waiter = self._sub_waiters.pop(mid, None)
@@ -261,12 +286,19 @@ class PahoTransport(Transport):
                 )
 
     def publish(self, message: OutboundMessage, on_confirmed: Confirmation | None = None) -> None:
-        """Queue a PUBLISH; paho's thread sends it."""
-        if on_confirmed is not None and message.qos:
-            self._tracking = True
+        """Hand a PUBLISH to paho's thread, or keep a QoS 1/2 one here until the window has room."""
+        if message.qos and (self._waiting or len(self._in_flight) >= self._window()):
+            self._waiting.append((message, on_confirmed))
+            return
+        self._send(message, on_confirmed)
+
+    def _window(self) -> int:
+        return max(1, min(self._options.max_inflight, self._server_receive_maximum))
+
+    def _send(self, message: OutboundMessage, on_confirmed: Confirmation | None) -> None:
         props = None
         if self._v5 and (message.correlation_data is not None or message.response_topic or message.message_expiry):
-            props = Properties(PacketTypes.PUBLISH)
+            props = copy.copy(_PUBLISH_PROPERTIES)  # shares the template's read-only tables
             if message.correlation_data is not None:
                 props.CorrelationData = message.correlation_data
             if message.response_topic:
@@ -274,25 +306,32 @@ class PahoTransport(Transport):
             if message.message_expiry:
                 props.MessageExpiryInterval = message.message_expiry
         info = self._client.publish(message.topic, message.payload, qos=message.qos, retain=False, properties=props)
-        if info.rc == mqtt.MQTT_ERR_NO_CONN and message.qos:
-            # paho keeps it and sends it once connected; is_published() would raise on this rc.
-            info.rc = mqtt.MQTT_ERR_SUCCESS
+        # MQTT_ERR_NO_CONN: a QoS 1/2 publish stays with paho, which sends it once connected.
+        if message.qos and info.rc in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+            self._in_flight[info.mid] = on_confirmed
+            return
         if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
             log.warning("publish to %r failed: %s", message.topic, mqtt.error_string(info.rc))
         if on_confirmed is not None:
-            if message.qos and info.rc in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
-                self._confirmations[info.mid] = on_confirmed
-            else:
-                on_confirmed()
-        if message.qos:
-            unconfirmed = self._unconfirmed
-            unconfirmed.append(info)
-            while unconfirmed and unconfirmed[0].is_published():
-                unconfirmed.popleft()
-            if len(unconfirmed) > self._sweep_at:
-                # A publish never confirmed (its session was lost) must not pin every later one.
-                self._unconfirmed = collections.deque(i for i in unconfirmed if not i.is_published())
-                self._sweep_at = max(UNCONFIRMED_SWEEP, 2 * len(self._unconfirmed))
+            on_confirmed()  # QoS 0, or refused: nothing is left to send
+
+    def _release_waiting(self) -> None:
+        """Hand waiting publishes to paho while the window has room; wake drain() once all are done."""
+        waiting = self._waiting
+        window = self._window()
+        while waiting and len(self._in_flight) < window:
+            message, on_confirmed = waiting.popleft()
+            try:
+                self._send(message, on_confirmed)
+            except (ValueError, TypeError) as exc:  # no caller to raise to any more
+                log.warning("dropped a publish to %r: %s", message.topic, exc)
+                if on_confirmed is not None:
+                    on_confirmed()
+        if self._drainers and not waiting and not self._in_flight:
+            for waiter in self._drainers:
+                if not waiter.done():
+                    waiter.set_result(None)
+            self._drainers.clear()
 
     def ack(self, message: InboundMessage) -> None:
         """Send the PUBACK (QoS 1) or PUBCOMP (QoS 2; paho sent PUBREC on arrival)."""
@@ -302,14 +341,19 @@ class PahoTransport(Transport):
 
     async def drain(self, timeout: float) -> None:
         """Wait for outstanding QoS 1/2 publishes to be acknowledged."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            unconfirmed = self._unconfirmed
-            while unconfirmed and unconfirmed[0].is_published():
-                unconfirmed.popleft()
-            if not unconfirmed:
-                return
-            await asyncio.sleep(0.01)
+        if not self._waiting and not self._in_flight:
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._drainers.append(waiter)
+        try:
+            await asyncio.wait_for(waiter, timeout)
+        except TimeoutError:
+            log.warning(
+                "%d publishes still unacknowledged after %.1f s", len(self._waiting) + len(self._in_flight), timeout
+            )
+        finally:
+            if waiter in self._drainers:
+                self._drainers.remove(waiter)
 
     async def close(self) -> None:
         """Disconnect and stop paho's thread."""

@@ -3,8 +3,16 @@
 Every request must be answered (duplicates allowed, none missing): with its
 correct result, or ``overloaded`` when the gateway could not keep up (counted
 and printed, not a failure: it is the answer the protocol promises then). No
-reply may be wrong, and the gateway's memory must stay flat. About a minute per transport;
-marked ``slow`` (in ``make test``, not in ``make quick``).
+reply may be wrong, and the gateway's memory must stay flat across the restart: it is
+measured just before the broker stops, once the bounded structures are full (the
+durable queue's dedup index, here ``max_results`` = 5,000 entries, is full after a
+tenth of the stream), and again when every request is answered.
+
+The paho transport is streamed at half the rate: its network thread shares the GIL
+with the event loop and sends ~1,000-1,500 replies/s under load (about 1,800/s in the
+benchmark, without a restart), so at 2,000/s its reply backlog, and memory with it,
+would grow for as long as the stream lasts. About a minute per transport; marked
+``slow`` (in ``make test``, not in ``make quick``).
 """
 
 from __future__ import annotations
@@ -19,12 +27,13 @@ import pytest
 
 from gateway.devbroker import LocalBroker
 from tests.support.gateway_process import GatewayProcess
+from tests.support.probe import reply_topic_for
 from tests.support.stream import StreamingDevice
 
 DEVICES = 20
-RATE = 100.0  # per device: 2,000 requests per second in all
+RATES = {"fast": 100.0, "paho": 50.0}  # per device: 2,000 (1,000) requests per second in all
 SECONDS = 25.0
-PER_DEVICE = int(RATE * SECONDS)
+MAX_RESULTS = 5_000
 
 
 @pytest.fixture
@@ -38,27 +47,32 @@ def soak_broker() -> Iterator[LocalBroker]:
 def test_soak_with_a_broker_restart_accounts_for_every_request(
     soak_broker: LocalBroker, logs: Path, transport: str
 ) -> None:
-    gateway = GatewayProcess(soak_broker.address, logs, "--transport", transport, "--executor", "inline").start()
+    # A smaller dedup index than the default 20,000, so it is full well before the restart.
+    env = {"ROOST_DURABLE__MAX_RESULTS": str(MAX_RESULTS)}
+    gateway = GatewayProcess(
+        soak_broker.address, logs, "--transport", transport, "--executor", "inline", env=env
+    ).start()
     assert gateway.process is not None
     memory = psutil.Process(gateway.process.pid)
-    devices = [StreamingDevice(soak_broker.port) for _ in range(DEVICES)]
+    devices = [StreamingDevice(soak_broker.port, reply_topic_for(f"soak{k}")) for k in range(DEVICES)]
+    rate = RATES[transport]
+    per_device = int(rate * SECONDS)
     try:
         for k, device in enumerate(devices):
 
             def make(n: int, k: int = k) -> tuple[str, dict[str, Any]]:
                 return f"devices/soak{k}/add", {"a": n, "b": k}
 
-            device.start(PER_DEVICE, RATE, make)
+            device.start(per_device, rate, make)
         lead = devices[0]
-        lead.wait(lambda: lead.sent >= PER_DEVICE // 5, 30, "a fifth of the stream")
-        warm = memory.memory_info().rss  # after the first fifth: caches and arenas are warm
-        lead.wait(lambda: lead.sent >= PER_DEVICE // 2, 30, "half of the stream")
+        lead.wait(lambda: lead.sent >= per_device // 2, 30, "half of the stream")
+        warm = memory.memory_info().rss  # caches, arenas and the bounded dedup index are full
         soak_broker.stop()
         soak_broker.start()
         for device in devices:
-            device.wait(functools.partial(_all_sent, device), SECONDS + 30, "the whole stream sent")
+            device.wait(functools.partial(_all_sent, device, per_device), SECONDS + 30, "the whole stream sent")
         for device in devices:
-            device.wait(functools.partial(_all_answered, device), 60, "every request answered")
+            device.wait(functools.partial(_all_answered, device, per_device), 60, "every request answered")
         end = memory.memory_info().rss
     finally:
         for device in devices:
@@ -66,7 +80,7 @@ def test_soak_with_a_broker_restart_accounts_for_every_request(
         gateway.stop()
     duplicates = overloaded = 0
     for k, device in enumerate(devices):
-        for n in range(PER_DEVICE):
+        for n in range(per_device):
             replies = device.replies[n]
             assert replies, (k, n)
             for reply in replies:
@@ -74,21 +88,18 @@ def test_soak_with_a_broker_restart_accounts_for_every_request(
                     assert reply["error"]["code"] == "overloaded", (k, n, replies)
                     overloaded += 1
             duplicates += len(replies) - 1
-    total = DEVICES * PER_DEVICE
+    total = DEVICES * per_device
     print(
         f"\n{transport}: {total} requests, {overloaded} answered overloaded, {duplicates} duplicate replies,"
         f" RSS {warm / 1e6:.1f} → {end / 1e6:.1f} MB"
     )
     grown = end - warm
-    if transport == "paho" and grown >= 16 * 1024 * 1024:
-        # Measured with the durable queue off as well: paho's client state grows after the broker restart.
-        pytest.xfail(f"known paho-transport growth after a broker restart: {grown / 1e6:.0f} MB")
     assert grown < 16 * 1024 * 1024, f"gateway RSS grew {grown / 1e6:.1f} MB"
 
 
-def _all_sent(device: StreamingDevice) -> bool:
-    return device.sent == PER_DEVICE
+def _all_sent(device: StreamingDevice, count: int) -> bool:
+    return device.sent == count
 
 
-def _all_answered(device: StreamingDevice) -> bool:
-    return device.answered == PER_DEVICE
+def _all_answered(device: StreamingDevice, count: int) -> bool:
+    return device.answered == count
