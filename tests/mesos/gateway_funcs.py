@@ -62,11 +62,11 @@ def mesos_once(seconds: float = 0.0, mark: str = "") -> str | None:
 
 def _raise_in_callbacks(spec: str) -> None:
     """Test-only fault, in the gateway's process: the first ``N`` hand-offs of event ``E`` raise (``E:N``)."""
-    from gateway.executors.mesos import scheduler
+    from gateway.executors.mesos.scheduler_callbacks import SchedulerCallbacks
 
     event, _, count = spec.partition(":")
     left = [int(count or 1)]
-    handoff = scheduler._Callbacks._handoff
+    handoff = SchedulerCallbacks._handoff
 
     def failing(self: Any, method: Callable[..., None], *args: Any) -> None:
         if method.__name__ == event and left[0] > 0:
@@ -74,7 +74,7 @@ def _raise_in_callbacks(spec: str) -> None:
             raise RuntimeError(f"test fault: the {event} callback raises")
         handoff(self, method, *args)
 
-    scheduler._Callbacks._handoff = failing  # type: ignore[method-assign]
+    SchedulerCallbacks._handoff = failing  # type: ignore[method-assign]
 
 
 if os.environ.get("ROOST_TEST_RAISE_IN_CALLBACK"):

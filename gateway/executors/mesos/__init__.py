@@ -4,10 +4,12 @@ The pieces (docs/mesos.md has the whole design):
 
 * :mod:`.bundle` builds the archive agents fetch (gateway package, function
   modules, their dependencies) and serves it over HTTP;
-* :mod:`.scheduler` is the pymesos framework (only this package imports
-  pymesos) and :mod:`.placement` keeps ``executors`` pool tasks running;
-* :mod:`.channel` and :mod:`.remote_pool` carry calls to the executors over a
-  direct TCP channel, with the gateway's call ids, acks and resends;
+* :mod:`.scheduler` and :mod:`.scheduler_callbacks` are the pymesos framework
+  (only this package imports pymesos) and :mod:`.placement` keeps
+  ``executors`` pool tasks running;
+* :mod:`.channel`, :mod:`.call_queue` and :mod:`.remote_pool` carry calls to
+  the executors over a direct TCP channel, with the gateway's call ids, acks
+  and resends;
 * :mod:`.executor` is the program that runs on agents: warm local workers,
   the channel's other end, and pymesos's executor driver.
 

@@ -1,13 +1,9 @@
-"""pymesos's scheduler driver behind a thin adapter: callbacks hand off, driver calls run off the loop.
+"""pymesos's scheduler driver behind a thin adapter: its lifecycle, its calls off the loop, a supervisor and a watchdog.
 
-pymesos runs every callback on its one IO thread, and a callback that raises
-kills that thread (and, without failover, tears the framework down). So each
-callback here does one thing: ``loop.call_soon_threadsafe`` to a
-:class:`SchedulerEvents` method, and is guarded: an exception is logged and
-reported (:meth:`SchedulerEvents.callback_failed`, which reconciles), never
-left to pymesos. Driver calls are blocking HTTP
-requests, so they run one at a time on a dedicated thread, never on the event
-loop or the IO thread.
+pymesos's callbacks only hand off to the event loop, guarded so that none can
+raise (:mod:`.scheduler_callbacks`); they report to a :class:`SchedulerEvents`.
+Driver calls are blocking HTTP requests, so they run one at a time on a
+dedicated thread, never on the event loop or pymesos's IO thread.
 
 The driver is built with ``failover=True`` and only ever stopped with
 ``stop(failover=True)``: stopping the gateway must not kill the framework,
@@ -36,13 +32,13 @@ import getpass
 import logging
 import threading
 import time
-from collections.abc import Callable
 from typing import Any, Protocol
 
 import pymesos
 import pymesos.process
 
 from gateway.config import MesosSettings
+from gateway.executors.mesos.scheduler_callbacks import SchedulerCallbacks
 from gateway.executors.mesos.tasks import Json, framework_info
 
 log = logging.getLogger(__name__)
@@ -50,7 +46,6 @@ log = logging.getLogger(__name__)
 JOIN_TIMEOUT = 10.0
 TIGHT_LOOP_COUNT = 5  # this many disconnections ...
 TIGHT_LOOP_PERIOD = 1.0  # ... less than this many seconds apart on average: a tight reconnect loop
-
 
 class SchedulerEvents(Protocol):
     """What the scheduler reports, on the event loop (ids are plain strings)."""
@@ -80,101 +75,6 @@ class SchedulerEvents(Protocol):
         """A pymesos callback raised (logged already): what it carried may be lost, so reconcile."""
 
 
-def _guarded(callback: Callable[..., None]) -> Callable[..., None]:
-    """Make a pymesos callback unable to raise: an exception is logged and reported, never seen by pymesos.
-
-    An exception escaping a callback would end pymesos's IO thread (MESOS_API.md quirk 4). The
-    event it carried may be lost (a status update is acknowledged anyway), so the failure is
-    handed to :meth:`SchedulerEvents.callback_failed`, which reconciles.
-    """
-    name = callback.__name__
-
-    @functools.wraps(callback)
-    def guarded(self: _Callbacks, driver: Any, *args: Any) -> None:
-        if name != "disconnected":
-            self.last_heard = time.monotonic()
-        try:
-            callback(self, driver, *args)
-        except Exception:
-            log.exception("the pymesos callback %s raised; the framework goes on and reconciles", name)
-            with contextlib.suppress(Exception):
-                self._loop.call_soon_threadsafe(self._events.callback_failed, name)
-
-    return guarded
-
-
-class _Callbacks(pymesos.Scheduler):  # type: ignore[misc]  # pymesos is untyped
-    """pymesos callbacks reduced to hand-offs, each one :func:`_guarded`."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, events: SchedulerEvents, owner: SchedulerDriver) -> None:
-        self._loop = loop
-        self._events = events
-        self._owner = owner
-        self.stopping = False  # set before the driver is stopped: its disconnection is then expected
-        self.last_heard = time.monotonic()  # any event from the master, heartbeats included
-        self.subscribed = False
-
-    def _handoff(self, method: Callable[..., None], *args: Any) -> None:
-        with contextlib.suppress(RuntimeError):  # the loop is closed: the gateway is exiting
-            self._loop.call_soon_threadsafe(method, *args)
-
-    @_guarded
-    def registered(self, driver: Any, framework_id: Any, master_info: Any) -> None:
-        """First subscription of a new framework."""
-        self.subscribed = True
-        self._handoff(self._events.registered, str(framework_id.get("value", "")), False)
-
-    @_guarded
-    def reregistered(self, driver: Any, master_info: Any) -> None:
-        """Subscription with a framework id the driver already had (a failover)."""
-        self.subscribed = True
-        self._handoff(self._events.registered, str(driver.framework_id or ""), True)
-
-    @_guarded
-    def resourceOffers(self, driver: Any, offers: Any) -> None:
-        """Offers."""
-        self._handoff(self._events.offers, list(offers))
-
-    @_guarded
-    def statusUpdate(self, driver: Any, status: Any) -> None:
-        """A status update; pymesos acknowledges it after this returns."""
-        self._handoff(self._events.status, dict(status))
-
-    @_guarded
-    def executorLost(self, driver: Any, executor_id: Any, agent_id: Any, status: Any) -> None:
-        """An executor exited (a FAILURE event with an executor id)."""
-        self._handoff(self._events.executor_lost, str(executor_id.get("value")), str(agent_id.get("value")), status)
-
-    @_guarded
-    def slaveLost(self, driver: Any, agent_id: Any) -> None:
-        """An agent was removed (a FAILURE event with only an agent id)."""
-        self._handoff(self._events.agent_lost, str(agent_id.get("value")))
-
-    @_guarded
-    def error(self, driver: Any, message: Any) -> None:
-        """The master refused or dropped the framework."""
-        self._handoff(self._events.error, str(message))
-
-    @_guarded
-    def disconnected(self, driver: Any) -> None:
-        """pymesos reconnects by itself, at once after a 503 or a closed stream: the owner watches the pace."""
-        self.subscribed = False
-        if not self.stopping:
-            self._handoff(self._owner.disconnected, self)
-
-    @_guarded
-    def offerRescinded(self, driver: Any, offer_id: Any) -> None:
-        """Nothing to do: offers are used or declined as they arrive."""
-
-    @_guarded
-    def frameworkMessage(self, driver: Any, executor_id: Any, agent_id: Any, data: Any) -> None:
-        """Not used: calls and results travel on the direct channel."""
-
-    @_guarded
-    def processHeartBeat(self, driver: Any) -> None:
-        """Only noted (by :func:`_guarded`): the watchdog reads ``last_heard``."""
-
-
 class SchedulerDriver:
     """The pymesos scheduler driver, its call thread, its supervisor and its watchdog.
 
@@ -193,7 +93,7 @@ class SchedulerDriver:
         self._framework_id = framework_id
         self._calls = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="roost-mesos-call")
         self._driver: Any = None
-        self._callbacks: _Callbacks | None = None
+        self._callbacks: SchedulerCallbacks | None = None
         self._stopping = False
         self._restarting = False
         self._disconnects: collections.deque[float] = collections.deque(maxlen=TIGHT_LOOP_COUNT)
@@ -228,7 +128,7 @@ class SchedulerDriver:
             settings.principal,
         )
         secret = settings.secret.get_secret_value() if settings.secret is not None else None
-        callbacks = self._callbacks = _Callbacks(self._loop, self._events, self)
+        callbacks = self._callbacks = SchedulerCallbacks(self._loop, self._events, self)
         driver = self._driver = pymesos.MesosSchedulerDriver(
             callbacks,
             info,
@@ -299,7 +199,7 @@ class SchedulerDriver:
         error = pymesos.process._exc_info  # set by the IO thread when it died of an exception
         return f"{error[0].__name__}: {error[1]}" if error else "its thread ended"
 
-    def _supervise(self, driver: Any, callbacks: _Callbacks) -> None:
+    def _supervise(self, driver: Any, callbacks: SchedulerCallbacks) -> None:
         driver.join()
         if callbacks.stopping or self._stopping:
             return  # stopped on purpose (by the gateway, or to subscribe again)
@@ -320,7 +220,7 @@ class SchedulerDriver:
                 self._restart(f"nothing heard from the Mesos master for {silent:.1f} s", 0.0)
         self._watchdog = self._loop.call_later(settings.master_heartbeat / 2, self._watch)
 
-    def disconnected(self, callbacks: _Callbacks) -> None:
+    def disconnected(self, callbacks: SchedulerCallbacks) -> None:
         """pymesos lost the master; restart the driver after a pause if this keeps happening fast."""
         if callbacks is not self._callbacks or callbacks.stopping:
             return
