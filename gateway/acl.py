@@ -9,8 +9,10 @@ patterns). From the registered templates and the settings it grants:
 * the gateway (``--gateway-user``): read on its subscriptions, write on reply
   spaces, ``publish=`` targets and the dead-letter topic of every device.
 
-Templates without ``{device_id}`` are not granted to devices (a comment says
-so): nothing says which device may call them.
+Templates without ``{device_id}`` are not granted to devices of their own (a
+comment says so): nothing says which device may call them. One that lies under a
+device-scoped namespace (``devices/{name}/status``) is still reachable by the
+device whose namespace topic it is, and the gateway treats it as that device's.
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ def render_acl(settings: Settings, registry: Registry, gateway_user: str) -> str
     seen: set[str] = set()
     for template in calls:
         if "device_id" not in template.params:
-            lines.append(f"# {template.template}: no {{device_id}}, not granted to devices")
+            lines.append(f"# {template.template}: no {{device_id}}, not granted to devices (except under a namespace)")
             continue
         topic = acl_filter(template, "%u")
         if topic not in seen:

@@ -75,6 +75,7 @@ class Dispatcher:
         self._transport = transport
         self._options = options
         self._subscribed = tuple(subscribed)
+        self._device_filters = _device_filters(options.namespace, registry)
         # (reply topic, device id) → (problem, outside the reply space), None when fine
         self._checked_replies: dict[tuple[str, str | None], tuple[str, bool] | None] = {}
         self._durable = durable
@@ -91,6 +92,7 @@ class Dispatcher:
         self._registry = registry
         self._executors = executors
         self._subscribed = tuple(subscribed)
+        self._device_filters = _device_filters(self._options.namespace, registry)
         self._checked_replies.clear()
 
     def executor_for(self, spec: FunctionSpec) -> Executor:
@@ -129,6 +131,11 @@ class Dispatcher:
         resolved = self._registry.resolve(topic)
         params = resolved[1] if resolved else self._namespace_params(topic)
         device_id = params.get("device_id")
+        if device_id is None and resolved is not None:
+            # A function whose template names no device, on a topic in the namespace: the namespace's device.
+            device_id = self._namespace_params(topic).get("device_id")
+            if device_id is not None:
+                params = {**params, "device_id": device_id}
         try:
             options = self._options
             if len(topic) > options.max_topic_bytes or topic.count("/") >= options.max_topic_levels:
@@ -231,6 +238,13 @@ class Dispatcher:
         """
         target = reply.topic
         device_id = params.get("device_id")
+        if device_id is None and self._options.reply_spaces is not None and self._device_scoped(topic):
+            # Fail closed: e.g. devices/A/ or devices//add, under the devices' own filters but naming no device.
+            log.warning("refused a request on %r: it names no device, so its reply topic %r cannot be checked", topic,
+                        target)  # fmt: skip
+            self.stats.drop("reply_space")
+            self._end(seq)
+            return False
         key = (target, device_id)
         try:
             verdict = self._checked_replies[key]
@@ -244,22 +258,37 @@ class Dispatcher:
         if outside_space:
             log.warning("refused a request on %r: its reply topic %r %s", topic, target, problem)
             self.stats.drop("reply_space")
-            self._dead_letter(params, topic, BadPayload(f"reply topic {target[:200]!r} {problem}"))
+            if self._within_rate(device_id):  # a flood of refused requests is not a flood of dead letters
+                self._dead_letter(params, topic, BadPayload(f"reply topic {target[:200]!r} {problem}"))
         else:
             log.warning("dropped a request on %r: its reply topic %r %s", topic, target, problem)
             self.stats.drop("reply_topic_refused")
         self._end(seq)
         return False
 
+    def _device_scoped(self, topic: str) -> bool:
+        """Whether ``topic`` lies under a filter whose template names a device (the namespace's, say)."""
+        return any(filter_matches(mqtt_filter, topic) for mqtt_filter in self._device_filters)
+
+    def _within_rate(self, device_id: str | None) -> bool:
+        """Take one of ``device_id``'s rate tokens; False when it is over its rate (always True without a limit)."""
+        if self._rate is None or device_id is None:
+            return True
+        try:
+            self._rate.take(device_id)
+        except WireError:
+            return False
+        return True
+
     def _reply_topic_problem(self, target: str, device_id: str | None) -> tuple[str, bool] | None:
-        """What is wrong with ``target`` as a reply topic, and whether it is the reply space; None if nothing."""
+        """What is wrong with ``target`` as a reply topic, and whether it lies outside the device's reply space."""
         if "+" in target or "#" in target or "\x00" in target or target.startswith("$"):
             return "is not a valid topic to publish to", False
         for mqtt_filter in self._subscribed:
             if filter_matches(mqtt_filter, target):
                 return f"matches the gateway's subscription {mqtt_filter!r} (reply loop)", False
         spaces = self._options.reply_spaces
-        if spaces is not None and device_id is not None:  # no device in the topic: the broker ACL decides
+        if spaces is not None and device_id is not None:  # no device, outside device-scoped filters: the ACL decides
             problem = limits.reply_space_problem(target, device_id, spaces)
             if problem is not None:
                 return problem, True
@@ -367,3 +396,9 @@ def dedup_key(device: str, reply: ReplyAddress) -> str | None:
     if cid is None:
         return None
     return f"{device}\x00{cid!r}"
+
+
+def _device_filters(namespace: Sequence[TopicTemplate], registry: Registry) -> tuple[str, ...]:
+    """The MQTT filters of the templates that name a ``{device_id}``: the devices' own topics."""
+    templates = [*namespace, *(spec.template for spec in registry.specs)]
+    return tuple(dict.fromkeys(t.mqtt_filter for t in templates if "device_id" in t.params))

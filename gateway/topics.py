@@ -51,6 +51,8 @@ class TopicTemplate:
                 name, path = match.group(1), match.group(2)
                 if name in seen:
                     raise TemplateError(f"topic template {template!r} repeats parameter {name!r}")
+                if path and name == "device_id":
+                    raise TemplateError(f"topic template {template!r}: {{device_id}} names one level, not a path")
                 if path and index != len(parts) - 1:
                     raise TemplateError(f"topic template {template!r}: {{{name}:path}} must be the last level")
                 seen.add(name)

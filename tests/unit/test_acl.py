@@ -26,7 +26,7 @@ def test_devices_get_their_own_call_topics_and_reply_space_only() -> None:
     assert "pattern write devices/%u/#" in lines
     assert "pattern write devices/%u/add" in lines
     assert "pattern read roost/replies/%u" in lines and "pattern read roost/replies/%u/#" in lines
-    assert "# sites/{site}/reset: no {device_id}, not granted to devices" in lines
+    assert "# sites/{site}/reset: no {device_id}, not granted to devices (except under a namespace)" in lines
     assert not any(line.startswith("pattern") and "sites/" in line for line in lines)
     gateway = lines[lines.index("user gw") : lines.index("# Every other user is a device: its own topics only.")]
     assert "topic read devices/+/#" in gateway and "topic write roost/replies/+" in gateway

@@ -47,6 +47,18 @@ async def nap(seconds: float) -> str:
     return "rested"
 
 
+@router.function("devices/{name}/status")
+def status(name: str) -> str:
+    """Names no {device_id}, but lives in the devices' namespace."""
+    return f"{name} ok"
+
+
+@router.function("sites/{site}/ping")
+def ping(site: str) -> str:
+    """Outside every device-scoped filter."""
+    return site
+
+
 class BrokenExecutor(InlineExecutor):
     """An executor with a bug: its future fails with a plain exception."""
 
@@ -192,3 +204,34 @@ def test_reply_spaces_hold_error_replies_too_and_dead_letter_the_refusal() -> No
     assert [letter["error"] for letter in letters] == [{"code": "bad_payload", "message": message}] * 2
     assert dispatcher.stats.dropped == {"reply_space": 2}
     assert len(transport.acked) == 3  # refused requests are acknowledged too: nothing is left at the broker
+
+
+def test_requests_that_name_no_device_in_the_devices_topics_are_refused_and_others_are_not() -> None:
+    spaces = (TopicTemplate.parse("roost/replies/{device_id}"),)
+    dispatcher, transport = make(reply_spaces=spaces, dead_letter=TopicTemplate.parse("dead/{device_id}"))
+    forged = "roost/replies/B/inbox"
+    run(
+        dispatcher,
+        transport,
+        msg("devices/A/status", rt=forged),  # the namespace says whose topic it is: A's
+        msg("devices/A/", rt=forged),  # no device level to check against: refused, not waved through
+        msg("devices//add", {"a": 1, "b": 1}, rt=forged),
+        msg("devices/A", rt=forged),
+        msg("devices/A/status", rt="roost/replies/A/x"),
+        msg("sites/s1/ping", rt="ops/inbox"),  # not a device's topic: the broker ACL decides who sends here
+        until=lambda: len(transport.published) >= 3,
+    )
+    letter, *replies = [(m.topic, msgpack.unpackb(m.payload)) for m in transport.published]
+    assert letter[0] == "dead/A" and letter[1]["topic"] == "devices/A/status"
+    assert letter[1]["error"]["message"] == f"reply topic {forged!r} is outside device 'A''s reply space"
+    assert replies == [("roost/replies/A/x", {"result": "A ok"}), ("ops/inbox", {"result": "s1"})]
+    assert dispatcher.stats.dropped == {"reply_space": 4}
+
+
+def test_dead_letters_of_refused_requests_count_against_the_device_rate() -> None:
+    spaces = (TopicTemplate.parse("roost/replies/{device_id}"),)
+    dead = TopicTemplate.parse("dead/{device_id}")
+    dispatcher, transport = make(reply_spaces=spaces, dead_letter=dead, device_rate=0.001, device_burst=2)
+    forged = [msg("devices/A/add", {"a": 1, "b": 1}, rt="roost/replies/B/inbox") for _ in range(5)]
+    run(dispatcher, transport, *forged, until=lambda: dispatcher.stats.dropped.get("reply_space") == 5)
+    assert [m.topic for m in transport.published] == ["dead/A", "dead/A"]  # the burst, then nothing

@@ -39,6 +39,7 @@ def test_path_parameter_takes_the_rest() -> None:
         ("devices/x{id}/add", "must be a whole"),
         ("devices/{id}/{id}", "repeats parameter 'id'"),
         ("{rest:path}/add", "must be the last level"),
+        ("sites/{device_id:path}", "{device_id} names one level, not a path"),
         ("$SYS/{x}", "must not start with '$'"),
         ("devices/{1abc}/add", "must be a whole"),
     ],
