@@ -161,6 +161,11 @@ class Gateway:
         for executor in self.executors.values():
             await executor.stop(self.settings.shutdown_grace)
         await asyncio.sleep(0)  # let the futures' callbacks publish their replies
+        if self.durable is not None:
+            try:  # replies are published after their commit, which may be on the commit thread
+                await asyncio.wait_for(self.durable.settle(), timeout=5.0)
+            except TimeoutError:
+                log.warning("the durable queue's last commit took over 5 s; its replies go out on the next start")
         await self.transport.drain(timeout=2.0)
         await self.transport.close()
         log.info("stopped")

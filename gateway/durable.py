@@ -137,6 +137,15 @@ class DurableQueue:
         self._pruner = self._loop.call_later(PRUNE_INTERVAL, self._prune)
         return pending
 
+    async def settle(self) -> None:
+        """Commit what is staged and wait until every commit's follow-up has run: its acks, calls and replies.
+
+        For a clean stop: after it, the replies of finished calls are with the transport, to be drained.
+        """
+        if self._scheduled and not self._writer.busy:
+            self._flush()
+        await self._writer.idle()
+
     def stop(self) -> None:
         """Wait for the commit in flight, write what is staged and close the store."""
         if self._pruner is not None:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-import time
 from collections.abc import Callable
 
 from gateway.store import ReplyRow, RequestRow, RequestStore
@@ -40,8 +39,8 @@ class BatchWriter:
             self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="roost-commit")
         self._future: concurrent.futures.Future[None] | None = None
         self._then: Callable[[], None] = _nothing
+        self._idle_waiters: list[asyncio.Future[None]] = []
         self.commits = 0
-        self.commit_seconds = 0.0  # time spent in commits (on the thread, if there is one)
 
     @property
     def threaded(self) -> bool:
@@ -76,6 +75,13 @@ class BatchWriter:
         self._future, self._then = future, then
         future.add_done_callback(lambda _: loop.call_soon_threadsafe(self._written, future))
 
+    async def idle(self) -> None:
+        """Wait until no commit is in flight: every follow-up has run, including commits they started."""
+        while self._future is not None:
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._idle_waiters.append(waiter)
+            await waiter
+
     def prune(self, older_than: float, keep: int) -> None:
         """Delete old confirmed rows (:meth:`RequestStore.prune`), after the commit in flight if any."""
         if self._executor is None:
@@ -98,16 +104,21 @@ class BatchWriter:
             return  # already followed up by close()
         then, self._then = self._then, _nothing
         self._future = None
-        then()
+        try:
+            then()
+        finally:
+            if self._future is None:
+                waiters, self._idle_waiters = self._idle_waiters, []
+                for waiter in waiters:
+                    if not waiter.done():
+                        waiter.set_result(None)
 
     def _write(self, requests: list[RequestRow], replies: list[ReplyRow], done: list[int], started: list[int]) -> None:
-        began = time.perf_counter()
         try:
             self._store.commit(requests, replies, done, started)
         except Exception:
             # Keep serving: an unwritable disk must not stop the gateway, but it is loud.
             log.exception("durable queue: commit failed; %d requests go on without being stored", len(requests))
-        self.commit_seconds += time.perf_counter() - began
         self.commits += 1
 
     def _prune(self, older_than: float, keep: int) -> None:

@@ -182,18 +182,22 @@ class RequestStore:
         """Delete confirmed rows finished before ``older_than`` and beyond the newest ``keep``; the count."""
         db = self._db
         db.execute("BEGIN")
-        cursor = db.execute(f"DELETE FROM requests WHERE state = {DONE} AND finished < ?", (older_than,))
-        deleted = cursor.rowcount
-        row = db.execute(f"SELECT count(*) FROM requests WHERE state = {DONE}").fetchone()
-        excess = row[0] - keep
-        if excess > 0:
-            cursor = db.execute(
-                f"DELETE FROM requests WHERE seq IN (SELECT seq FROM requests WHERE state = {DONE}"
-                " ORDER BY seq LIMIT ?)",
-                (excess,),
-            )
-            deleted += cursor.rowcount
-        db.execute("COMMIT")
+        try:
+            cursor = db.execute(f"DELETE FROM requests WHERE state = {DONE} AND finished < ?", (older_than,))
+            deleted = cursor.rowcount
+            row = db.execute(f"SELECT count(*) FROM requests WHERE state = {DONE}").fetchone()
+            excess = row[0] - keep
+            if excess > 0:
+                cursor = db.execute(
+                    f"DELETE FROM requests WHERE seq IN (SELECT seq FROM requests WHERE state = {DONE}"
+                    " ORDER BY seq LIMIT ?)",
+                    (excess,),
+                )
+                deleted += cursor.rowcount
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")  # or every later BEGIN fails: "cannot start a transaction within a transaction"
+            raise
         return deleted
 
     def count(self) -> int:

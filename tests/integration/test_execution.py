@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 import msgpack
+import pytest
 
 from tests.support.gateway_process import GatewayProcess
 from tests.support.probe import Probe, reply_topic_for
@@ -103,6 +104,21 @@ def test_sigterm_finishes_in_flight_calls_and_exits_0(
     assert probe.request("devices/d1/add", {"a": 0, "b": 0}) == {"result": 0}
     assert gateway.stop() == 0
     assert collect(probe, reply_topic, 1)[b"short"]["result"] >= 0.5
+
+
+@pytest.mark.parametrize("synchronous", ["normal", "full"])
+def test_sigterm_publishes_what_finishes_in_the_grace_after_its_commit(
+    start_gateway: Callable[..., GatewayProcess], probe: Probe, synchronous: str
+) -> None:
+    # With "full" the reply's commit runs on the commit thread: the stop must wait for it, then drain.
+    env = {"ROOST_SHUTDOWN_GRACE": "5", "ROOST_DURABLE__SYNCHRONOUS": synchronous}
+    gateway = start_gateway("--executor", "inline", *FUNCS, env=env)
+    reply_topic = reply_topic_for("d1")
+    probe.subscribe(reply_topic)
+    send(probe, reply_topic, "devices/d1/wait", {"seconds": 0.5}, b"short")
+    assert probe.request("devices/d1/add", {"a": 0, "b": 0}) == {"result": 0}
+    assert gateway.stop() == 0
+    assert collect(probe, reply_topic, 1)[b"short"] == {"result": "done"}
 
 
 def test_sigterm_answers_unavailable_past_the_grace(start_gateway: Callable[..., GatewayProcess], probe: Probe) -> None:
