@@ -308,7 +308,7 @@ class Settings(BaseSettings):
 
     @field_validator("reply_spaces")
     @classmethod
-    def _check_spaces(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+    def _check_spaces(cls, value: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
         if not value:
             raise ValueError('name at least one reply space, or "#" to let replies go to any topic')
         if ANY_REPLY_TOPIC in value:
@@ -322,6 +322,15 @@ class Settings(BaseSettings):
                 raise ValueError(str(exc)) from None
             if set(template.params) != {"device_id"}:
                 raise ValueError(f"reply space {item!r} must use {{device_id}} and no other parameter")
+        prefix = info.data.get("reply_prefix")
+        if prefix is not None:  # else reply_prefix itself is invalid, and says so
+            default = f"{prefix}/x"
+            roots = [TopicTemplate.parse(item).render({"device_id": "x"}) for item in value]
+            if not any(default == root or default.startswith(root + "/") for root in roots):
+                raise ValueError(
+                    f"no reply space holds {prefix}/{{device_id}}, where MQTT 3.1.1 devices and roost call get"
+                    " their replies: add it"
+                )
         return value
 
     @field_validator("dead_letter_topic")

@@ -36,11 +36,13 @@ def test_priority_flags_over_environment_over_file(tmp_path: Path, monkeypatch: 
 def test_the_reply_space_follows_the_reply_prefix_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
     assert load_settings().reply_spaces == ("roost/replies/{device_id}",)
     assert load_settings(reply_prefix="pi/in").reply_spaces == ("pi/in/{device_id}",)
+    spaces = load_settings(reply_spaces="roost/replies/{device_id}, b/{device_id}/x").reply_space_templates()
+    assert spaces is not None
+    assert [space.template for space in spaces] == ["roost/replies/{device_id}", "b/{device_id}/x"]
+    assert load_settings(reply_prefix="r", reply_spaces="r/{device_id}").reply_spaces == ("r/{device_id}",)
+    assert load_settings(reply_spaces="#").reply_space_templates() is None
     monkeypatch.setenv("ROOST_REPLY_PREFIX", "env/in")
     assert load_settings().reply_spaces == ("env/in/{device_id}",)
-    spaces = load_settings(reply_spaces="a/{device_id}, b/{device_id}/x").reply_space_templates()
-    assert spaces is not None and [space.template for space in spaces] == ["a/{device_id}", "b/{device_id}/x"]
-    assert load_settings(reply_spaces="#").reply_space_templates() is None
 
 
 def test_settings_are_frozen() -> None:
@@ -63,6 +65,7 @@ def test_settings_are_frozen() -> None:
         ({"reply_spaces": ""}, "invalid setting 'reply_spaces': name at least one reply space, or \"#\""),
         ({"reply_spaces": "#,r/{device_id}"}, "invalid setting 'reply_spaces': \"#\" (any topic) cannot be combined"),
         ({"reply_spaces": "r/{site}"}, "invalid setting 'reply_spaces': reply space 'r/{site}' must use {device_id}"),
+        ({"reply_spaces": "sites/{device_id}/inbox"}, "invalid setting 'reply_spaces': no reply space holds roost/"),
     ],
 )
 def test_bad_settings_name_the_setting(flags: dict[str, Any], message: str) -> None:
