@@ -63,10 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
     _settings_flags(acl)
     acl.add_argument("--gateway-user", dest="gateway_user", default="roost", help="the gateway's broker username")
     call = commands.add_parser("call", help="call a function over MQTT and print the reply")
-    call.add_argument("--broker", default="127.0.0.1:1883", help="broker address HOST:PORT")
+    call.add_argument("--config", type=Path, help="settings for broker, TLS, MQTT version, namespace, reply prefix")
+    call.add_argument("--broker", help="broker address HOST:PORT (default: from --config, else 127.0.0.1:1883)")
+    call.add_argument("--username", help="the device's broker login (its device id, with roost acl's ACL)")
+    call.add_argument("--password", help="its password (or ROOST_CALL_PASSWORD; the gateway's own is not used)")
     call.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the reply")
     call.add_argument("--qos", type=int, choices=[0, 1, 2], default=1)
-    call.add_argument("--mqtt-version", dest="mqtt_version", choices=["5", "3.1.1"], default="5")
+    call.add_argument("--mqtt-version", dest="mqtt_version", choices=["5", "3.1.1"], help="default: 5")
     call.add_argument("--expiry", type=int, help="MQTT 5 message expiry interval in seconds")
     call.add_argument(
         "--device",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import ssl
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -58,6 +59,9 @@ class RequestClient:
         device_id: str | None = None,
         reply_prefix: str = "roost/replies",
         transport: str = "paho",
+        username: str | None = None,
+        password: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.device_id = device_id or f"cli-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._v5 = mqtt_version == 5
@@ -69,6 +73,9 @@ class RequestClient:
             mqtt_version=mqtt_version,
             clean_start=True,
             session_expiry=0,
+            username=username,
+            password=password,
+            ssl_context=ssl_context,
         )
         self._transport: Transport = create_transport(transport, options)
         self._waiters: dict[bytes, asyncio.Future[InboundMessage]] = {}

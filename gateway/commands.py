@@ -16,10 +16,11 @@ from rich.table import Table
 
 from gateway import codec
 from gateway.client import NoReply, Reply, RequestClient
-from gateway.config import DEFAULT_NAMESPACE, BrokerAddress, Settings
-from gateway.errors import RoostError
+from gateway.config import DEFAULT_NAMESPACE, BrokerAddress, Settings, load_settings
+from gateway.errors import ConfigError, RoostError
 from gateway.registry import Registry
 from gateway.topics import TopicTemplate
+from gateway.transport.options import tls_context
 
 EXIT_OK, EXIT_ERROR, EXIT_TIMEOUT = 0, 1, 2
 
@@ -51,27 +52,46 @@ def decode_alert(payload: bytes) -> Reply:
     return Reply(result=codec.decode(payload, max(len(payload), 1)))
 
 
-def _device_of(topic: str) -> str | None:
-    """The ``{device_id}`` of a topic in the default namespace: the device ``roost call`` calls as."""
-    params = TopicTemplate.parse(DEFAULT_NAMESPACE).match(topic)
-    return params["device_id"] if params is not None else None
+LOCAL_BROKER = BrokerAddress(host="127.0.0.1", port=1883)
+
+
+def _device_of(topic: str, namespace: tuple[str, ...]) -> str | None:
+    """The ``{device_id}`` of a topic in the namespace: the device ``roost call`` calls as."""
+    for template in namespace:
+        params = TopicTemplate.parse(template).match(topic)
+        if params is not None and "device_id" in params:
+            return params["device_id"]
+    return None
 
 
 def call_command(ns: argparse.Namespace) -> int:
     """``roost call``: 0 on a result, 1 on an error reply, 2 on a timeout."""
-    from gateway.cli import parse_args_list
+    from gateway.cli import EXIT_CONFIG, parse_args_list
 
     try:
         args = parse_args_list(ns.args)
-        broker = BrokerAddress.parse(ns.broker)
-    except ValueError as exc:
+        settings = load_settings(ns.config) if ns.config is not None else None
+        broker = BrokerAddress.parse(ns.broker) if ns.broker else settings.broker if settings else LOCAL_BROKER
+    except (ValueError, ConfigError) as exc:
         print(f"roost call: {exc}", file=sys.stderr)
-        return 64
+        return EXIT_CONFIG if isinstance(exc, ConfigError) else 64
+    version = ns.mqtt_version or (settings.mqtt_version if settings else "5")
+    namespace = settings.namespace if settings else (DEFAULT_NAMESPACE,)
+    reply_prefix = settings.reply_prefix if settings else "roost/replies"
+    context = tls_context(settings) if settings is not None and settings.tls.active else None
+    password = ns.password if ns.password is not None else os.environ.get("ROOST_CALL_PASSWORD")
 
     async def run() -> Reply:
-        version = 5 if ns.mqtt_version == "5" else 4
-        device = ns.device or _device_of(ns.topic)
-        async with RequestClient(broker.host, broker.port, mqtt_version=version, device_id=device) as client:
+        async with RequestClient(
+            broker.host,
+            broker.port,
+            mqtt_version=5 if version == "5" else 4,
+            device_id=ns.device or _device_of(ns.topic, namespace),
+            reply_prefix=reply_prefix,
+            username=ns.username,
+            password=password,
+            ssl_context=context,
+        ) as client:
             return await client.request(ns.topic, args, timeout=ns.timeout, qos=ns.qos, expiry=ns.expiry)
 
     try:

@@ -152,9 +152,39 @@ def test_device_a_can_neither_call_as_b_nor_read_b_replies(
     call(a, "A", "roost/replies/B", 3)  # a forged reply topic in B's space: the gateway refuses it
     call(a, "A", "roost/replies/A", 4)
     assert a.wait_for("roost/replies/A").decoded() == {"result": 5}
-    a.expect_nothing(0.5)
-    b.expect_nothing(0.1)
+    call(b, "B", "roost/replies/B", 6)  # the inline gateway answers in order: B's reply to this comes last
+    assert b.wait_for("roost/replies/B").decoded() == {"result": 7}
+    a.nothing_else()  # no reply to the call as B, nothing of B's
+    b.nothing_else()  # nothing from A's forged reply topic
     assert "outside device 'A''s reply space" in secure_gateway.log()
+
+
+def test_roost_call_logs_in_as_a_device_over_tls_with_the_gateways_settings(
+    secure: SecureBroker, secure_gateway: GatewayProcess, tmp_path: Path
+) -> None:
+    pki = secure.pki
+    config = tmp_path / "roost.toml"
+    config.write_text(
+        f'broker = "127.0.0.1:{secure.tls_port}"\n[tls]\nca_file = "{pki.ca}"\n'
+        f'cert_file = "{pki.client_cert}"\nkey_file = "{pki.client_key}"\n'
+    )
+
+    def roost_call(*args: str, password: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "gateway", "call", "--config", str(config), "--username", "A", *args],
+            cwd=ROOT,
+            env=dict(os.environ, PYTHONPATH=str(ROOT), ROOST_CALL_PASSWORD=password),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+
+    ok = roost_call("devices/A/add", "a=40", "b=2", password=USERS["A"])
+    assert (ok.returncode, ok.stdout.strip()) == (0, "42"), ok.stderr
+    refused = roost_call("devices/A/add", "a=1", "b=1", password="wrong")
+    assert refused.returncode == 1 and "refused the connection" in refused.stderr
+    as_b = roost_call("--timeout", "1", "devices/B/add", "a=1", "b=1", password=USERS["A"])
+    assert as_b.returncode == 2, as_b.stderr  # the ACL drops A's call as B: no reply
 
 
 def run_once(secure: SecureBroker, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

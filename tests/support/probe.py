@@ -163,6 +163,14 @@ class Probe:
             return
         raise AssertionError(f"unexpected message on {msg.topic!r}: {msg.payload!r}")
 
+    def nothing_else(self) -> None:
+        """Assert that nothing else has arrived: call it after a message that any unwanted one would have preceded."""
+        try:
+            msg = self.received.get_nowait()
+        except queue.Empty:
+            return
+        raise AssertionError(f"unexpected message on {msg.topic!r}: {msg.payload!r}")
+
     def close(self) -> None:
         """Disconnect."""
         self.client.disconnect()
