@@ -170,22 +170,15 @@ class Fleet:
         self.pending.clear()
         return previous
 
-    def send(self, device: Device, qos: int, topic: str | None = None) -> None:
-        """Queue one ``add`` request from ``device`` (call :meth:`flush` to write it).
-
-        ``topic`` replaces the device's own request topic (the readiness probe uses ``devices/warmup/add``).
-        """
+    def send(self, device: Device, qos: int) -> None:
+        """Queue one ``add`` request from ``device`` (call :meth:`flush` to write it)."""
         self._seq += 1
         seq = self._seq
         a = seq % OPERANDS
         correlation = seq.to_bytes(mqtt_wire.CORRELATION_BYTES, "big")
         payload = device.payloads[a]
-        if topic is None:
-            packet_id = device.next_packet_id() if qos else 0
-            device.queue(device.templates[qos].build(packet_id, correlation, payload))
-        else:
-            packet_id_or_none = device.next_packet_id() if qos else None
-            device.queue(mqtt_wire.publish(topic, payload, qos, packet_id_or_none, device.reply_topic, correlation))
+        packet_id = device.next_packet_id() if qos else 0
+        device.queue(device.templates[qos].build(packet_id, correlation, payload))
         expected = ANSWERS[a + device.b]
         now = time.perf_counter_ns()
         self.pending[correlation] = (now, expected, device)

@@ -135,7 +135,7 @@ async def _send_at_rate(pacer: Pacer) -> None:
 
 
 async def wait_until_answered(fleet: Fleet, timeout: float, attempt: float = 0.25) -> float:
-    """Send ``devices/warmup/add`` requests until one is answered correctly; return the seconds it took.
+    """Send the first device's request until one is answered correctly; return the seconds it took.
 
     An error reply is not an answer: a gateway on the mesos executor says
     ``unavailable`` until its executors are warm, so the probe asks again.
@@ -146,7 +146,7 @@ async def wait_until_answered(fleet: Fleet, timeout: float, attempt: float = 0.2
     last_error = "no reply"
     for _ in range(int(timeout / attempt) + 1):
         fleet.reset()
-        fleet.send(device, 1, topic="devices/warmup/add")
+        fleet.send(device, 1)
         fleet.flush()
         for _ in range(int(attempt / 0.005)):  # an error reply waits out the attempt: no busy retries
             await asyncio.sleep(0.005)
@@ -159,7 +159,7 @@ async def wait_until_answered(fleet: Fleet, timeout: float, attempt: float = 0.2
         if time.monotonic() - started > timeout:
             break
     fleet.reset()
-    raise TimeoutError(f"no correct answer to devices/warmup/add within {timeout:g} s (last: {last_error})")
+    raise TimeoutError(f"no correct answer to {device.request_topic} within {timeout:g} s (last: {last_error})")
 
 
 def default_scenarios(rate: float = 1000.0, window: int = 500) -> tuple[Scenario, ...]:
