@@ -23,7 +23,6 @@ import pytest
 
 from gateway.devbroker import LocalBroker
 from tests.support.gateway_process import GatewayProcess
-from tests.support.probe import reply_topic_for
 from tests.support.stream import StreamingDevice
 
 FUNCS = ("--functions", "tests.integration.funcs")
@@ -69,13 +68,13 @@ def run_stream_with_crashes(
 
     def make(n: int) -> tuple[str, dict[str, Any]]:
         if n % 2 == 0:
-            return "devices/d1/double", {"n": n}
-        return "devices/d1/mark", {"path": str(runs_file), "token": str(n)}
+            return f"devices/d{n % 7}/double", {"n": n}
+        return f"devices/d{n % 7}/mark", {"path": str(runs_file), "token": str(n)}
 
     client_id = f"roost-crash-{uuid.uuid4().hex[:6]}"
     gateway = GatewayProcess(broker.address, logs, "--transport", transport, *FUNCS, client_id=client_id, env=env)
     gateway.start()
-    device = StreamingDevice(broker.port, reply_topic_for("d1"))
+    device = StreamingDevice(broker.port)
     try:
         device.start(TOTAL, RATE, make)
         device.wait(lambda: device.answered >= 300, 30, "300 replies")

@@ -21,6 +21,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from tests.support.probe import device_of
+
 #: Builds request ``n``: (topic, arguments).
 RequestMaker = Callable[[int], tuple[str, dict[str, Any]]]
 
@@ -28,8 +30,10 @@ RequestMaker = Callable[[int], tuple[str, dict[str, Any]]]
 class StreamingDevice:
     """One paho connection: a publishing thread and a reply log keyed by request number."""
 
-    def __init__(self, port: int, reply_topic: str) -> None:
-        self.reply_topic = reply_topic  # inside the reply space of the device its requests name
+    def __init__(self, port: int) -> None:
+        # Each request's reply comes to roost/replies/<its topic's device>/<token>: inside that device's space.
+        self.token = f"stream-{uuid.uuid4().hex}"
+        self.reply_filter = f"roost/replies/+/{self.token}"
         self.replies: dict[int, list[Any]] = collections.defaultdict(list)
         self._lock = threading.Lock()
         self._count = 0
@@ -44,7 +48,7 @@ class StreamingDevice:
         client.reconnect_delay_set(1, 1)
         client.on_message = self._on_message
         client.on_subscribe = lambda *args: self._subscribed.set()
-        client.on_connect = lambda c, *args: c.subscribe(self.reply_topic, 1)
+        client.on_connect = lambda c, *args: c.subscribe(self.reply_filter, 1)
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = 600
         client.connect("127.0.0.1", port, keepalive=10, clean_start=False, properties=props)
@@ -88,7 +92,8 @@ class StreamingDevice:
             if delay > 0:
                 time.sleep(delay)
             topic, args = make(n)
-            self.client.publish(topic, msgpack.packb(args), qos=1, properties=reply_properties(self.reply_topic, n))
+            reply_topic = f"roost/replies/{device_of(topic)}/{self.token}"
+            self.client.publish(topic, msgpack.packb(args), qos=1, properties=reply_properties(reply_topic, n))
             self.sent = n + 1
 
     def wait(self, condition: Callable[[], bool], timeout: float, what: str) -> None:
