@@ -15,6 +15,7 @@ Metrics (``function`` is the topic template, ``(unmatched)`` for requests no fun
 * ``roost_executor_<name>{executor}``: what the executor reports (local: ``workers``,
   ``alive``, ``busy``, ``restarts_total``; the Mesos executor its executors and offers);
 * ``roost_broker_connected``, ``roost_broker_reconnects_total``, ``roost_ready``;
+* ``roost_outbound_backlog``: replies the broker has not acknowledged (in flight or waiting for the window);
 * the ``process_*`` metrics of prometheus_client (memory, CPU, open files).
 """
 
@@ -81,6 +82,11 @@ class GatewayCollector(Collector):
         yield GaugeMetricFamily("roost_broker_connected", "1 while connected to the broker", value=int(link.connected))
         yield CounterMetricFamily(
             "roost_broker_reconnects", "Connections to the broker after the first", value=max(link.connects - 1, 0)
+        )
+        yield GaugeMetricFamily(
+            "roost_outbound_backlog",
+            "QoS 1/2 publishes (replies) the broker has not acknowledged: in flight or waiting for the window",
+            value=gateway.transport.outbound_backlog,
         )
         ready = int(not readiness_problems(gateway))
         yield GaugeMetricFamily("roost_ready", "1 while /readyz answers 200", value=ready)

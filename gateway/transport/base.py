@@ -116,6 +116,11 @@ class Transport(abc.ABC):
         """Disconnect cleanly."""
 
     @property
+    def outbound_backlog(self) -> int:
+        """QoS 1/2 publishes the broker has not acknowledged yet: in flight, or waiting for a slot."""
+        return 0
+
+    @property
     @abc.abstractmethod
     def protocol_version(self) -> int:
         """5 or 4 (MQTT 3.1.1)."""

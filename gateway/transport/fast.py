@@ -319,6 +319,11 @@ class FastTransport(Transport):
         """Acknowledge a QoS 1 (PUBACK) or QoS 2 (PUBREC) message; acks leave in order of arrival."""
         self._inbound.ack(message.ack_token)
 
+    @property
+    def outbound_backlog(self) -> int:
+        """QoS 1/2 publishes in flight or waiting for the window."""
+        return self._outbound.outstanding
+
     async def drain(self, timeout: float) -> None:
         """Wait until queued QoS 1/2 publishes are acknowledged by the broker, up to ``timeout``."""
         await self._outbound.drain(timeout)

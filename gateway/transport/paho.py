@@ -46,6 +46,7 @@ from gateway.transport.options import ConnectOptions
 log = logging.getLogger(__name__)
 
 _PUBLISH_PROPERTIES = Properties(PacketTypes.PUBLISH)  # never set: copied for each publish
+BACKLOG_WARNING = 10_000  # replies waiting for the window before a warning says paho cannot keep up
 
 
 class PahoTransport(Transport):
@@ -76,6 +77,7 @@ class PahoTransport(Transport):
         self._waiting: collections.deque[tuple[OutboundMessage, Confirmation | None]] = collections.deque()
         self._server_receive_maximum = 65535  # from the CONNACK, written by paho's thread
         self._drainers: list[asyncio.Future[None]] = []
+        self._backlog_warned = False  # logged once per episode of a large backlog
         self._client = self._build_client()
 
     @property
@@ -289,8 +291,20 @@ class PahoTransport(Transport):
         """Hand a PUBLISH to paho's thread, or keep a QoS 1/2 one here until the window has room."""
         if message.qos and (self._waiting or len(self._in_flight) >= self._window()):
             self._waiting.append((message, on_confirmed))
+            if len(self._waiting) >= BACKLOG_WARNING and not self._backlog_warned:
+                self._backlog_warned = True
+                log.warning(
+                    "%d replies wait to be sent: paho cannot keep up with this load (the fast transport, for"
+                    " MQTT 5, can); they are kept, memory grows with them (roost_outbound_backlog)",
+                    len(self._waiting),
+                )
             return
         self._send(message, on_confirmed)
+
+    @property
+    def outbound_backlog(self) -> int:
+        """QoS 1/2 publishes in flight or waiting for the window."""
+        return len(self._in_flight) + len(self._waiting)
 
     def _window(self) -> int:
         return max(1, min(self._options.max_inflight, self._server_receive_maximum))
@@ -319,6 +333,9 @@ class PahoTransport(Transport):
         """Hand waiting publishes to paho while the window has room; wake drain() once all are done."""
         waiting = self._waiting
         window = self._window()
+        if self._backlog_warned and len(waiting) < BACKLOG_WARNING // 2:
+            self._backlog_warned = False
+            log.info("the reply backlog is down to %d", len(waiting))
         while waiting and len(self._in_flight) < window:
             message, on_confirmed = waiting.popleft()
             try:

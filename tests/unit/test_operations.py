@@ -107,6 +107,7 @@ async def _endpoint_scenario() -> None:
         assert samples[("roost_requests_total", key)] == 1
         assert samples[("roost_in_flight", (("executor", "inline"),))] == 0
         assert samples[("roost_ready", ())] == 1
+        assert samples[("roost_outbound_backlog", ())] == 0
         transport.link.connected = False  # what a transport does when the broker goes away
         assert await _get(endpoint.port, "/readyz") == (503, "not connected to the broker\n")
         assert (await _get(endpoint.port, "/nope"))[0] == 404

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 from typing import Any
 
 import pytest
 
+from gateway.transport import paho as paho_transport
 from gateway.transport.base import OutboundMessage
 from gateway.transport.options import ConnectOptions
 from gateway.transport.paho import PahoTransport
@@ -68,3 +70,22 @@ def test_qos0_and_refused_publishes_are_confirmed_at_once() -> None:
         await transport.drain(0.01)  # r/a is never acknowledged: drain gives up after its timeout
 
     asyncio.run(scenario())
+
+
+def test_a_large_backlog_is_counted_and_logged_once(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(paho_transport, "BACKLOG_WARNING", 4)
+
+    async def scenario() -> None:
+        transport = PahoTransport(ConnectOptions(host="127.0.0.1", port=1883, client_id="backlog-test", max_inflight=2))
+        transport._loop = asyncio.get_running_loop()
+        for n in range(9):  # 2 in flight (paho keeps them until connected), 7 waiting
+            transport.publish(OutboundMessage(f"r/{n}", b"x", qos=1))
+        assert transport.outbound_backlog == 9
+
+    with caplog.at_level(logging.WARNING, logger="gateway.transport.paho"):
+        asyncio.run(scenario())
+    warnings = [r.getMessage() for r in caplog.records if "paho cannot keep up" in r.getMessage()]
+    assert warnings == ["4 replies wait to be sent: paho cannot keep up with this load (the fast transport, for MQTT 5,"
+                        " can); they are kept, memory grows with them (roost_outbound_backlog)"]  # fmt: skip
