@@ -271,8 +271,8 @@ class Router:
     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         """Register the decorated function at ``template`` (relative to the router's prefix).
 
-        Options (all optional, see :class:`FunctionOptions`): ``executor`` ("default",
-        "inline", "local", "mesos"); ``publish``: where an event's result goes;
+        Options (all optional, see :class:`FunctionOptions`): ``executor`` ("default": the
+        gateway's, "inline" or "local"); ``publish``: where an event's result goes;
         ``timeout`` seconds. ``idempotent=True`` says running it twice does no harm: a call
         interrupted by a crash is run again after the restart (otherwise it is answered
         ``unavailable``), and a failed call is retried ``retries`` times with backoff.

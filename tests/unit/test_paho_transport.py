@@ -1,4 +1,5 @@
 """The paho transport's in-flight window, without a broker: paho keeps unsent publishes while disconnected."""
+# Drives paho-mqtt 2.x internals (_on_publish, _out_messages) as its network thread would: checked on 2.2.0.
 
 from __future__ import annotations
 
