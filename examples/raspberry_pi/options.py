@@ -1,8 +1,10 @@
-"""Command-line options the demos share: where the broker is, who the device is, mock hardware."""
+"""What the demos share: command-line options (broker, device, mock hardware) and their output lines."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+import threading
 
 from device_sdk import Device
 from examples.raspberry_pi import mock_hardware
@@ -24,3 +26,14 @@ def device(args: argparse.Namespace) -> Device:
         mock_hardware.use_mock_pins()
     host, _, port = args.broker.rpartition(":")
     return Device(host or "127.0.0.1", int(port or 1883), device_id=args.device_id)
+
+
+_output = threading.Lock()
+
+
+def say(line: str) -> None:
+    """Print one whole line: replies and alerts arrive on the SDK's thread, and ``print`` from two
+    threads can interleave its text with the other's newline."""
+    with _output:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()

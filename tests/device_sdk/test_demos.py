@@ -58,12 +58,17 @@ def test_tmp36_conversion() -> None:
 def test_hot_readings_come_back_as_alerts(mock_pins: None, device: Device) -> None:
     chip = mock_hardware.MockMCP3008()
     alert_led = LED(ALERT_LED_PIN)
-    station = TemperatureStation(device, MCP3008(channel=0), alert_led)
-    chip.set_celsius_tmp36(0, 22.0)
-    assert station.send_reading() == pytest.approx(22.0, abs=0.4)  # 10-bit ADC: ~0.3 °C per step
-    chip.set_celsius_tmp36(0, 35.0)
-    assert station.send_reading() == pytest.approx(35.0, abs=0.4)
-    wait_until(lambda: alert_led.is_active)  # blinking for the alert of the hot reading
+    adc = MCP3008(channel=0)
+    station = TemperatureStation(device, adc, alert_led)
+    try:
+        chip.set_celsius_tmp36(0, 22.0)
+        assert station.send_reading() == pytest.approx(22.0, abs=0.4)  # 10-bit ADC: ~0.3 °C per step
+        chip.set_celsius_tmp36(0, 35.0)
+        assert station.send_reading() == pytest.approx(35.0, abs=0.4)
+        wait_until(lambda: alert_led.is_active)  # blinking for the alert of the hot reading
+    finally:
+        alert_led.close()  # from this thread: left to the garbage collector, its blink thread would join itself
+        adc.close()
 
 
 def demo(stack: Stack, device_id: str, name: str) -> Program:

@@ -39,10 +39,10 @@ class ButtonLed:
         try:
             reply = future.result()
         except SdkError as exc:
-            print(f"pressed → no answer: {exc}", flush=True)
+            options.say(f"pressed → no answer: {exc}")
         else:
             self.led.value = 1 if reply["led"] else 0
-            print(f"pressed → LED {'on' if reply['led'] else 'off'}", flush=True)
+            options.say(f"pressed → LED {'on' if reply['led'] else 'off'}")
         self.answered.release()
 
 
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         with options.device(args) as device:
             button = Button(BUTTON_PIN)
             demo = ButtonLed(device, button, LED(LED_PIN))
-            print(f"device {device.device_id} connected; press the button (GPIO {BUTTON_PIN})", flush=True)
+            options.say(f"device {device.device_id} connected; press the button (GPIO {BUTTON_PIN})")
             if args.mock:
                 simulate_presses(button, demo, args.interval)
             else:
@@ -70,6 +70,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         pass
     except SdkError as exc:
-        print(f"error: {exc}", flush=True)
+        options.say(f"error: {exc}")
         return 1
     return 0

@@ -42,11 +42,11 @@ class TemperatureStation:
         """Read the sensor and publish ``{"celsius": ...}`` (an event: no reply)."""
         celsius = round(tmp36_celsius(self.adc.voltage), 1)
         self.device.publish(READINGS, {"celsius": celsius})
-        print(f"reading {celsius:.1f} °C", flush=True)
+        options.say(f"reading {celsius:.1f} °C")
         return celsius
 
     def _alert(self, topic: str, alert: Any) -> None:
-        print(f"ALERT {alert['celsius']:.1f} °C is above {alert['limit']:.1f} °C", flush=True)
+        options.say(f"ALERT {alert['celsius']:.1f} °C is above {alert['limit']:.1f} °C")
         self.alert_led.blink(on_time=0.2, off_time=0.2, n=3)
 
 
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         with options.device(args) as device:
             chip = mock_hardware.MockMCP3008() if args.mock else None
             station = TemperatureStation(device, MCP3008(channel=0), LED(ALERT_LED_PIN))
-            print(f"device {device.device_id} connected; a reading every {args.interval:g} s", flush=True)
+            options.say(f"device {device.device_id} connected; a reading every {args.interval:g} s")
             mock_readings = itertools.cycle(MOCK_CELSIUS)
             while True:
                 if chip is not None:
@@ -67,6 +67,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         pass
     except SdkError as exc:
-        print(f"error: {exc}", flush=True)
+        options.say(f"error: {exc}")
         return 1
     return 0
