@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from benchmarks import stats
-from benchmarks.targets import BINDING_TRANSPORTS, NULL
+from benchmarks.targets import BINDING_TRANSPORTS, NULL, VOLATILE
 
 Record = dict[str, Any]
 
@@ -151,7 +151,7 @@ class Goal:
     title: str
     executor: str
     scenario: str | None
-    metric: str  # throughput_ratio, throughput_rps, p50_ratio, p50_over_us, peak_pss_mb
+    metric: str  # throughput_ratio, throughput_rps, p50_ratio, p50_over_us, peak_pss_mb, throughput_vs_volatile
     op: str  # ">=", "<=" or "<"
     limit: float
     base: str | None = None  # p50_over_us: the executor whose p50 the goal adds to
@@ -176,6 +176,8 @@ GOALS: tuple[Goal, ...] = (
     Goal(6, "mesos: closed-loop p50 QoS 1 ≤ local + 500 µs", "mesos", "closed-q1", "p50_over_us", "<=", 500, "local"),
     Goal(6, "mesos: throughput QoS 0 ≥ 5,000 calls/s", "mesos", "window-q0", "throughput_rps", ">=", 5000),
     Goal(6, "mesos: throughput QoS 1 ≥ 5,000 calls/s", "mesos", "window-q1", "throughput_rps", ">=", 5000),
+    Goal(9, "inline: throughput QoS 1, durable queue ≥ 0.7× without", "inline", "window-q1", "throughput_vs_volatile",
+         ">=", 0.7),
 )  # fmt: skip
 _OPS: dict[str, Callable[[float, float], bool]] = {">=": operator.ge, "<=": operator.le, "<": operator.lt}
 
@@ -189,6 +191,17 @@ def _goal_value(results: Results, goal: Goal, transport: str) -> float | None:
     assert goal.scenario is not None
     if goal.metric == "throughput_rps":
         return _med([m["throughput_rps"] for m in results.measurements(target, goal.scenario)], 1)
+    if goal.metric == "throughput_vs_volatile":  # per round, like the ratios to the null responder
+        volatile = target + VOLATILE
+        ratios = []
+        for n in results.rounds:
+            mine = results.measurement(n, target, goal.scenario)
+            theirs = results.measurement(n, volatile, goal.scenario)
+            if mine is not None and theirs is not None:
+                ratio = _ratio(mine["throughput_rps"], theirs["throughput_rps"])
+                if ratio is not None:
+                    ratios.append(ratio)
+        return _med(ratios)
     if goal.metric == "p50_over_us":  # per round, then the median: both met the same moment of the machine
         base = f"{goal.base}/{transport}"
         diffs = []
@@ -212,7 +225,10 @@ def goals(results: Results) -> list[Record]:
     rows: list[Record] = []
     for transport in dict.fromkeys(transports):
         for goal in GOALS:
-            if f"{goal.executor}/{transport}" not in results.targets:
+            target = f"{goal.executor}/{transport}"
+            if target not in results.targets:
+                continue
+            if goal.metric == "throughput_vs_volatile" and target + VOLATILE not in results.targets:
                 continue
             value = _goal_value(results, goal, transport)
             rows.append(

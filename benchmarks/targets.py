@@ -36,15 +36,20 @@ EXECUTOR_TRANSPORTS: dict[str, frozenset[str]] = {"mesos": frozenset({"fast"})}
 MESOS = "mesos"
 # Transports whose ratios the issue's targets bind; the others are reported only.
 BINDING_TRANSPORTS: frozenset[str] = frozenset({"fast"})
+# "+volatile": the same gateway with the durable queue off, the baseline of what the queue costs (issue 9).
+VOLATILE = "+volatile"
+# Executors a default run also measures without the durable queue, on the binding transports.
+VOLATILE_BASELINES: tuple[str, ...] = ("inline",)
 
 
 @dataclass(frozen=True, slots=True)
 class TargetSpec:
-    """One responder configuration; ``name`` is ``null`` or ``EXECUTOR/TRANSPORT``."""
+    """One responder configuration; ``name`` is ``null`` or ``EXECUTOR/TRANSPORT[+volatile]``."""
 
     name: str
     executor: str | None = None
     transport: str | None = None
+    durable: bool = True  # a gateway's durable queue (off: ``+volatile``)
 
     @property
     def is_gateway(self) -> bool:
@@ -65,27 +70,31 @@ class TargetSpec:
         ]  # fmt: skip
 
 
-def gateway_target(executor: str, transport: str) -> TargetSpec:
-    """The gateway with ``executor`` over ``transport``."""
-    return TargetSpec(f"{executor}/{transport}", executor, transport)
+def gateway_target(executor: str, transport: str, durable: bool = True) -> TargetSpec:
+    """The gateway with ``executor`` over ``transport`` (and its durable queue, unless ``durable`` is false)."""
+    return TargetSpec(f"{executor}/{transport}{'' if durable else VOLATILE}", executor, transport, durable)
 
 
 def all_targets(
     executors: tuple[str, ...] = GATEWAY_EXECUTORS, transports: tuple[str, ...] = GATEWAY_TRANSPORTS
 ) -> list[TargetSpec]:
-    """The null responder, then every executor over every transport (of :data:`EXECUTOR_TRANSPORTS`, if listed)."""
+    """The null responder, every executor over every transport (of :data:`EXECUTOR_TRANSPORTS`, if listed), then
+    the :data:`VOLATILE_BASELINES` without their durable queue on the binding transports."""
     pairs = [(e, t) for t in transports for e in executors if t in EXECUTOR_TRANSPORTS.get(e, frozenset({t}))]
-    return [TargetSpec(NULL)] + [gateway_target(e, t) for e, t in pairs]
+    baselines = [(e, t) for e, t in pairs if e in VOLATILE_BASELINES and t in BINDING_TRANSPORTS]
+    volatile = [gateway_target(e, t, durable=False) for e, t in baselines]
+    return [TargetSpec(NULL)] + [gateway_target(e, t) for e, t in pairs] + volatile
 
 
 def parse_target(name: str) -> TargetSpec:
-    """``null`` or ``EXECUTOR/TRANSPORT``; raises ``ValueError`` otherwise."""
+    """``null`` or ``EXECUTOR/TRANSPORT[+volatile]``; raises ``ValueError`` otherwise."""
     if name == NULL:
         return TargetSpec(NULL)
-    executor, sep, transport = name.partition("/")
+    durable = not name.endswith(VOLATILE)
+    executor, sep, transport = name.removesuffix(VOLATILE).partition("/")
     if not sep or not executor or not transport:
-        raise ValueError(f"target {name!r} is neither {NULL!r} nor EXECUTOR/TRANSPORT")
-    return gateway_target(executor, transport)
+        raise ValueError(f"target {name!r} is neither {NULL!r} nor EXECUTOR/TRANSPORT[{VOLATILE}]")
+    return gateway_target(executor, transport, durable)
 
 
 class TargetProcess:
@@ -98,7 +107,9 @@ class TargetProcess:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
         command = spec.command(broker, client_id)
-        if spec.is_gateway:  # its durable queue next to its log (removed with it), not in the user's state directory
+        if spec.is_gateway and not spec.durable:
+            env["ROOST_DURABLE__ENABLED"] = "false"
+        elif spec.is_gateway:  # its durable queue next to its log (removed with it), not in the user's state directory
             env["ROOST_DURABLE__PATH"] = str(log_path.with_suffix(".queue.sqlite3"))
         self.cluster: MesosCluster | None = None
         if spec.executor == MESOS:

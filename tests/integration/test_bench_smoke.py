@@ -47,7 +47,7 @@ def test_smoke_run_writes_json_markdown_and_chart(smoke: tuple[dict[str, Any], P
     assert [s["name"] for s in raw["scenarios"]] == SCENARIOS
     assert [t["name"] for t in raw["targets"]] == TARGETS
     markdown = (out / "latest.md").read_text()
-    for title in ("**Speed", "**Cost", "**Memory", "**Targets of issues 4 and 6"):
+    for title in ("**Speed", "**Cost", "**Memory", "**Targets of issues 4, 6 and 9"):
         assert title in markdown
     for target in TARGETS:
         assert markdown.count(f"| closed-q0 | {target} |") == 2  # the speed and the cost tables
@@ -86,6 +86,10 @@ def test_smoke_summary_has_ratios_and_goals(smoke: tuple[dict[str, Any], Path]) 
     assert all(goal["value"] is not None for goal in summary["goals"])
     issue_6 = {goal["goal"] for goal in summary["goals"] if goal["issue"] == 6 and goal["transport"] == "fast"}
     assert len(issue_6) == 4, issue_6
+    # The durable queue's cost: inline/fast against itself without the queue, in the same run.
+    assert "inline/fast+volatile" in TARGETS
+    issue_9 = [goal for goal in summary["goals"] if goal["issue"] == 9]
+    assert [(goal["transport"], goal["value"] > 0) for goal in issue_9] == [("fast", True)], issue_9
 
 
 @pytest.mark.slow
