@@ -9,11 +9,45 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-
 # Not frozen: building a frozen dataclass costs ~1.5 µs more, on every request.
+log = logging.getLogger(__name__)
+
+
+class DrainWaiters:
+    """The ``drain()`` calls of a transport waiting until no QoS 1/2 publish is outstanding."""
+
+    def __init__(self) -> None:
+        self._waiters: list[asyncio.Future[None]] = []
+
+    def __bool__(self) -> bool:
+        return bool(self._waiters)
+
+    async def wait(self, timeout: float, outstanding: Callable[[], int]) -> None:
+        """Return once :meth:`wake` is called, or after ``timeout`` with a warning; at once if nothing is out."""
+        if not outstanding():
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await asyncio.wait_for(waiter, timeout)
+        except TimeoutError:
+            log.warning("%d publishes still unacknowledged after %.1f s", outstanding(), timeout)
+        finally:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+
+    def wake(self) -> None:
+        """Everything is acknowledged: release every waiting ``drain()``."""
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._waiters.clear()
+
+
 @dataclass(slots=True)
 class InboundMessage:
     """A PUBLISH received from the broker."""

@@ -14,7 +14,6 @@ than the broker's Maximum Packet Size is refused with a log line, not sent.
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import logging
 from collections.abc import Callable
@@ -23,7 +22,7 @@ import mqtt5
 from mqtt5 import PublishPacket, PubRelPacket, QoS
 
 from gateway.errors import TransportError
-from gateway.transport.base import Confirmation, OutboundMessage
+from gateway.transport.base import Confirmation, DrainWaiters, OutboundMessage
 from gateway.transport.fast_reader import is_codec_panic
 
 log = logging.getLogger(__name__)
@@ -84,7 +83,7 @@ class OutboundSession:
         self._reserved: set[int] = set()  # ids of SUBSCRIBEs in flight
         self._inflight: dict[int, _Outgoing] = {}  # insertion order is sending order
         self._waiting: collections.deque[OutboundMessage] = collections.deque()
-        self._drainers: list[asyncio.Future[None]] = []
+        self._drainers = DrainWaiters()
         # id(message) → its confirmation; the message object lives in _inflight or _waiting meanwhile.
         self._confirmations: dict[int, Confirmation] = {}
 
@@ -223,7 +222,7 @@ class OutboundSession:
                 self._inflight[packet_id] = _Outgoing(message, qos)
             send(data)
         if self._drainers and self.settled:
-            self._wake_drainers()
+            self._drainers.wake()
 
     def allocate_id(self) -> int:
         """A packet id in use neither by an in-flight publish nor by a pending SUBSCRIBE."""
@@ -296,23 +295,7 @@ class OutboundSession:
 
     async def drain(self, timeout: float) -> None:
         """Wait until :attr:`settled`, at most ``timeout`` seconds."""
-        if self.settled:
-            return
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._drainers.append(waiter)
-        try:
-            await asyncio.wait_for(waiter, timeout)
-        except TimeoutError:
-            log.warning("%d publishes still unacknowledged after %.1f s", self.outstanding, timeout)
-        finally:
-            if waiter in self._drainers:
-                self._drainers.remove(waiter)
-
-    def _wake_drainers(self) -> None:
-        for waiter in self._drainers:
-            if not waiter.done():
-                waiter.set_result(None)
-        self._drainers.clear()
+        await self._drainers.wait(timeout, lambda: self.outstanding)
 
 
 def _both(first: Confirmation, second: Confirmation) -> Confirmation:

@@ -40,7 +40,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from gateway.errors import BrokerUnreachable, SubscriptionRefused
-from gateway.transport.base import Confirmation, InboundMessage, LinkState, OutboundMessage, Transport
+from gateway.transport.base import Confirmation, DrainWaiters, InboundMessage, LinkState, OutboundMessage, Transport
 from gateway.transport.options import ConnectOptions
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ class PahoTransport(Transport):
         self._in_flight: dict[int, Confirmation | None] = {}
         self._waiting: collections.deque[tuple[OutboundMessage, Confirmation | None]] = collections.deque()
         self._server_receive_maximum = 65535  # from the CONNACK, written by paho's thread
-        self._drainers: list[asyncio.Future[None]] = []
+        self._drainers = DrainWaiters()
         self._backlog_warned = False  # logged once per episode of a large backlog
         self._client = self._build_client()
 
@@ -345,10 +345,7 @@ class PahoTransport(Transport):
                 if on_confirmed is not None:
                     on_confirmed()
         if self._drainers and not waiting and not self._in_flight:
-            for waiter in self._drainers:
-                if not waiter.done():
-                    waiter.set_result(None)
-            self._drainers.clear()
+            self._drainers.wake()
 
     def ack(self, message: InboundMessage) -> None:
         """Send the PUBACK (QoS 1) or PUBCOMP (QoS 2; paho sent PUBREC on arrival)."""
@@ -358,19 +355,7 @@ class PahoTransport(Transport):
 
     async def drain(self, timeout: float) -> None:
         """Wait for outstanding QoS 1/2 publishes to be acknowledged."""
-        if not self._waiting and not self._in_flight:
-            return
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._drainers.append(waiter)
-        try:
-            await asyncio.wait_for(waiter, timeout)
-        except TimeoutError:
-            log.warning(
-                "%d publishes still unacknowledged after %.1f s", len(self._waiting) + len(self._in_flight), timeout
-            )
-        finally:
-            if waiter in self._drainers:
-                self._drainers.remove(waiter)
+        await self._drainers.wait(timeout, lambda: self.outbound_backlog)
 
     async def close(self) -> None:
         """Disconnect and stop paho's thread."""
