@@ -187,9 +187,14 @@ def test_311_not_found_replies_on_the_device_reply_topic() -> None:
     assert transport.published[0].topic == "roost/replies/d3"
 
 
-def test_reply_spaces_hold_error_replies_too_and_dead_letter_the_refusal() -> None:
+def make_with_reply_spaces(**options: Any) -> tuple[Dispatcher, MemoryTransport]:
+    """The default reply space (roost/replies/{device_id}) and dead letters on dead/{device_id}."""
     spaces = (TopicTemplate.parse("roost/replies/{device_id}"),)
-    dispatcher, transport = make(reply_spaces=spaces, dead_letter=TopicTemplate.parse("dead/{device_id}"))
+    return make(reply_spaces=spaces, dead_letter=TopicTemplate.parse("dead/{device_id}"), **options)
+
+
+def test_reply_spaces_hold_error_replies_too_and_dead_letter_the_refusal() -> None:
+    dispatcher, transport = make_with_reply_spaces()
     forged = "roost/replies/B/inbox"
     run(
         dispatcher,
@@ -207,8 +212,7 @@ def test_reply_spaces_hold_error_replies_too_and_dead_letter_the_refusal() -> No
 
 
 def test_requests_that_name_no_device_in_the_devices_topics_are_refused_and_others_are_not() -> None:
-    spaces = (TopicTemplate.parse("roost/replies/{device_id}"),)
-    dispatcher, transport = make(reply_spaces=spaces, dead_letter=TopicTemplate.parse("dead/{device_id}"))
+    dispatcher, transport = make_with_reply_spaces()
     forged = "roost/replies/B/inbox"
     run(
         dispatcher,
@@ -229,9 +233,7 @@ def test_requests_that_name_no_device_in_the_devices_topics_are_refused_and_othe
 
 
 def test_dead_letters_of_refused_requests_count_against_the_device_rate() -> None:
-    spaces = (TopicTemplate.parse("roost/replies/{device_id}"),)
-    dead = TopicTemplate.parse("dead/{device_id}")
-    dispatcher, transport = make(reply_spaces=spaces, dead_letter=dead, device_rate=0.001, device_burst=2)
+    dispatcher, transport = make_with_reply_spaces(device_rate=0.001, device_burst=2)
     forged = [msg("devices/A/add", {"a": 1, "b": 1}, rt="roost/replies/B/inbox") for _ in range(5)]
     run(dispatcher, transport, *forged, until=lambda: dispatcher.stats.dropped.get("reply_space") == 5)
     assert [m.topic for m in transport.published] == ["dead/A", "dead/A"]  # the burst, then nothing
