@@ -28,14 +28,14 @@ from gateway.errors import BadPayload, CallTimeout, InternalError, NotFound, Una
 from gateway.executors.base import Call, Executor
 from gateway.protocol import ReplyAddress
 from gateway.registry import FunctionSpec, Registry
+from gateway.reply_guard import ReplyGuard
 from gateway.stats import DispatchStats
-from gateway.topics import TopicTemplate, filter_matches
+from gateway.topics import TopicTemplate
 from gateway.transport.base import InboundMessage, OutboundMessage, Transport
 
 log = logging.getLogger(__name__)
 
 NIL = b"\xc0"  # msgpack encoding of None
-REPLY_TOPIC_CACHE = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,10 +74,7 @@ class Dispatcher:
         self._default = default_executor
         self._transport = transport
         self._options = options
-        self._subscribed = tuple(subscribed)
-        self._device_filters = _device_filters(options.namespace, registry)
-        # (reply topic, device id) → (problem, outside the reply space), None when fine
-        self._checked_replies: dict[tuple[str, str | None], tuple[str, bool] | None] = {}
+        self._guard = ReplyGuard(options.reply_spaces, options.namespace, registry, subscribed)
         self._durable = durable
         self._limits = options.payload_limits or codec.PayloadLimits(max_bytes=options.max_payload_bytes)
         self._rate = limits.DeviceRateLimit(options.device_rate, options.device_burst) if options.device_rate else None
@@ -91,9 +88,7 @@ class Dispatcher:
             self.stats.function(spec.key)
         self._registry = registry
         self._executors = executors
-        self._subscribed = tuple(subscribed)
-        self._device_filters = _device_filters(self._options.namespace, registry)
-        self._checked_replies.clear()
+        self._guard.rebuild(registry, subscribed)
 
     def executor_for(self, spec: FunctionSpec) -> Executor:
         """The executor that runs ``spec``."""
@@ -230,45 +225,17 @@ class Dispatcher:
         return {}
 
     def _reply_allowed(self, reply: ReplyAddress, topic: str, params: dict[str, str], seq: int | None) -> bool:
-        """Whether the reply to a request on ``topic`` may go to ``reply.topic``; a refusal is logged and ends it.
-
-        Refused: topics that cannot be published to or would loop back to the gateway (dropped), and
-        topics outside the requesting device's reply space (dropped and dead-lettered). Devices
-        reuse their reply topics, so the verdict is cached (bounded).
-        """
-        target = reply.topic
+        """Whether the reply to a request on ``topic`` may go to ``reply.topic``; a refusal is logged and ends it."""
         device_id = params.get("device_id")
-        if device_id is None and self._options.reply_spaces is not None and self._device_scoped(topic):
-            # Fail closed: e.g. devices/A/ or devices//add, under the devices' own filters but naming no device.
-            log.warning("refused a request on %r: it names no device, so its reply topic %r cannot be checked", topic,
-                        target)  # fmt: skip
-            self.stats.drop("reply_space")
-            self._end(seq)
-            return False
-        key = (target, device_id)
-        try:
-            verdict = self._checked_replies[key]
-        except KeyError:
-            if len(self._checked_replies) >= REPLY_TOPIC_CACHE:
-                self._checked_replies.clear()
-            verdict = self._checked_replies[key] = self._reply_topic_problem(target, device_id)
-        if verdict is None:
+        refusal = self._guard.check(reply.topic, topic, device_id)
+        if refusal is None:
             return True
-        problem, outside_space = verdict
-        if outside_space:
-            log.warning("refused a request on %r: its reply topic %r %s", topic, target, problem)
-            self.stats.drop("reply_space")
-            if self._within_rate(device_id):  # a flood of refused requests is not a flood of dead letters
-                self._dead_letter(params, topic, BadPayload(f"reply topic {target[:200]!r} {problem}"))
-        else:
-            log.warning("dropped a request on %r: its reply topic %r %s", topic, target, problem)
-            self.stats.drop("reply_topic_refused")
+        log.warning("refused a request on %r: its reply topic %r %s", topic, reply.topic, refusal.problem)
+        self.stats.drop(refusal.reason)
+        if refusal.dead_letter and self._within_rate(device_id):  # a flood of refusals is not one of dead letters
+            self._dead_letter(params, topic, BadPayload(f"reply topic {reply.topic[:200]!r} {refusal.problem}"))
         self._end(seq)
         return False
-
-    def _device_scoped(self, topic: str) -> bool:
-        """Whether ``topic`` lies under a filter whose template names a device (the namespace's, say)."""
-        return any(filter_matches(mqtt_filter, topic) for mqtt_filter in self._device_filters)
 
     def _within_rate(self, device_id: str | None) -> bool:
         """Take one of ``device_id``'s rate tokens; False when it is over its rate (always True without a limit)."""
@@ -279,20 +246,6 @@ class Dispatcher:
         except WireError:
             return False
         return True
-
-    def _reply_topic_problem(self, target: str, device_id: str | None) -> tuple[str, bool] | None:
-        """What is wrong with ``target`` as a reply topic, and whether it lies outside the device's reply space."""
-        if "+" in target or "#" in target or "\x00" in target or target.startswith("$"):
-            return "is not a valid topic to publish to", False
-        for mqtt_filter in self._subscribed:
-            if filter_matches(mqtt_filter, target):
-                return f"matches the gateway's subscription {mqtt_filter!r} (reply loop)", False
-        spaces = self._options.reply_spaces
-        if spaces is not None and device_id is not None:  # no device, outside device-scoped filters: the ACL decides
-            problem = limits.reply_space_problem(target, device_id, spaces)
-            if problem is not None:
-                return problem, True
-        return None
 
     def _dead_letter(self, params: dict[str, str], topic: str, error: WireError) -> None:
         """Report a request that failed for good on the dead-letter topic (if one is set)."""
@@ -397,8 +350,3 @@ def dedup_key(device: str, reply: ReplyAddress) -> str | None:
         return None
     return f"{device}\x00{cid!r}"
 
-
-def _device_filters(namespace: Sequence[TopicTemplate], registry: Registry) -> tuple[str, ...]:
-    """The MQTT filters of the templates that name a ``{device_id}``: the devices' own topics."""
-    templates = [*namespace, *(spec.template for spec in registry.specs)]
-    return tuple(dict.fromkeys(t.mqtt_filter for t in templates if "device_id" in t.params))
