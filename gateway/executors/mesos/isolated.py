@@ -20,7 +20,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from gateway.config import MesosSettings
+from gateway.config_sections import MesosSettings
 from gateway.errors import CallTimeout
 from gateway.executors.base import Call
 from gateway.executors.mesos import tasks

@@ -27,7 +27,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.config import MesosSettings
+from gateway.config_sections import MesosSettings
 from gateway.executors.mesos import tasks
 from gateway.executors.mesos.framework_state import FrameworkState
 from gateway.executors.mesos.isolated import IsolatedTasks

@@ -37,7 +37,7 @@ from typing import Any, Protocol
 import pymesos
 import pymesos.process
 
-from gateway.config import MesosSettings
+from gateway.config_sections import MesosSettings
 from gateway.executors.mesos.scheduler_callbacks import SchedulerCallbacks
 from gateway.executors.mesos.tasks import Json, framework_info
 
