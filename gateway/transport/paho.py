@@ -1,17 +1,27 @@
 """The paho-mqtt 2.x adapter: the only module that imports paho.
 
-paho runs its own network thread (``loop_start``). Its callbacks only build an
-:class:`InboundMessage` and hand it to the event loop's queue; decoding,
-validation and dispatch happen on the loop. Settings that matter for speed and
-for not losing requests:
+paho is driven from the gateway's event loop through its external-loop API; there is no
+network thread. The socket paho opens is watched with ``add_reader`` (→ ``loop_read``) and,
+while paho has bytes to send (``on_socket_register_write``), ``add_writer`` (→
+``loop_write``); a timer runs ``loop_misc`` every second for keepalive. paho's callbacks
+therefore run on the loop: messages and PUBACKs collected during one ``loop_read`` are
+handled right after it, with no lock, queue or wake-up byte in between. Publishes made in
+one loop turn are written by the next ``loop_write`` together.
+
+Only paho's ``reconnect()`` runs elsewhere, in a worker thread (``asyncio.to_thread``): it
+blocks on the TCP connect and the TLS handshake (paho 2.2 completes ``do_handshake`` there,
+before it makes the socket non-blocking and queues CONNECT). While it runs, publishes for
+the window and acks wait here and go to paho once it returns, so nothing can be queued
+before CONNECT. A lost connection is reconnected the same way, with exponential backoff
+(0.1 s doubling up to ``max_reconnect_delay``); subscriptions are sent again on every
+CONNACK and their SUBACK codes checked.
+
+Settings that matter for speed and for not losing requests:
 
 * TCP_NODELAY on the socket (without it every QoS 1 round trip waits ~44 ms);
 * a raised in-flight window (paho's 20 halves QoS 1 throughput), kept here rather than by
-  paho. paho's thread shares the GIL with the loop and, under load, sends replies slower than
-  the loop makes them (after a broker restart, tens of thousands wait). paho would keep each
-  of them as an ``MQTTMessage`` of ~9 KB and walk its window on every PUBACK: hundreds of MB
-  that the process never gives back. Here they wait as small ``OutboundMessage`` objects and
-  paho only ever holds the window;
+  paho: publishes beyond it wait as small ``OutboundMessage`` objects, paho (~9 KB per
+  ``MQTTMessage``, its window walked on every PUBACK) only ever holds the window;
 * PUBLISH properties copied from one template: a new ``Properties`` builds its own name and
   type tables, ~8 KB per message held until the PUBACK;
 * ``clean_start=False`` with an explicit session expiry, so requests queued at
@@ -28,7 +38,6 @@ import copy
 import logging
 import socket
 import ssl
-import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -47,10 +56,14 @@ log = logging.getLogger(__name__)
 
 _PUBLISH_PROPERTIES = Properties(PacketTypes.PUBLISH)  # never set: copied for each publish
 BACKLOG_WARNING = 10_000  # replies waiting for the window before a warning says paho cannot keep up
+_MISC_INTERVAL = 1.0  # seconds between loop_misc() calls (keepalive, PINGRESP timeout)
+_FIRST_RETRY = 0.1
+_STABLE_AFTER = 10.0  # a connection that lived this long resets the backoff
+_CLOSE_FLUSH = 1.0  # seconds close() waits for the DISCONNECT to be written
 
 
 class PahoTransport(Transport):
-    """An MQTT 5 (or 3.1.1) connection through paho-mqtt's network thread."""
+    """An MQTT 5 (or 3.1.1) connection through paho-mqtt, driven by the event loop."""
 
     def __init__(self, options: ConnectOptions) -> None:
         self._options = options
@@ -58,24 +71,27 @@ class PahoTransport(Transport):
         self.messages: asyncio.Queue[InboundMessage] = asyncio.Queue()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._filters: list[tuple[str, int]] = []
-        self._connected = threading.Event()
-        self._connect_error: str | None = None
+        self._connack: asyncio.Future[str | None] | None = None  # the first connect: None or the refusal
         self._sub_waiters: dict[int, asyncio.Future[list[int]]] = {}
-        # Messages and completed publishes (mids) from paho's thread wait here; one wake-up of the
-        # loop takes them all. A call_soon_threadsafe per message or PUBACK would fill the loop's
-        # self-pipe under load (then a SIGTERM's wake-up byte is dropped and the gateway never
-        # stops), and each is a syscall that makes paho's thread wait for the GIL again.
-        self._inbox: collections.deque[InboundMessage] = collections.deque()
+        # What paho's callbacks report during one loop_read(), handled right after it returns.
+        self._reading = False
+        self._inbox: list[InboundMessage] = []
         self._completed: list[int] = []
-        self._inbox_lock = threading.Lock()
-        self._wakeup_pending = False
         self._closing = False
-        self._link = LinkState()  # created here, before paho's thread writes to it
+        self._link = LinkState()
+        self._fd = -1  # the socket watched by the loop, or -1
+        self._writing = False  # add_writer is set on _fd
+        self._misc: asyncio.TimerHandle | None = None
+        self._reconnector: asyncio.Task[None] | None = None
+        self._in_reconnect = False  # paho's reconnect() runs in a worker thread
+        self._deferred_acks: list[tuple[int, int]] = []  # acks made while it runs
+        self._connected_since = 0.0
+        self._delay = _FIRST_RETRY
         # The QoS 1/2 window, on the loop only: mid → confirmation of publishes handed to paho, and
         # the publishes waiting for a free slot, in order.
         self._in_flight: dict[int, Confirmation | None] = {}
         self._waiting: collections.deque[tuple[OutboundMessage, Confirmation | None]] = collections.deque()
-        self._server_receive_maximum = 65535  # from the CONNACK, written by paho's thread
+        self._server_receive_maximum = 65535  # from the CONNACK
         self._drainers = DrainWaiters()
         self._backlog_warned = False  # logged once per episode of a large backlog
         self._client = self._build_client()
@@ -104,14 +120,16 @@ class PahoTransport(Transport):
             )
         client.max_inflight_messages_set(0)  # unlimited: the window is kept by publish(), see above
         client.max_queued_messages_set(0)
-        client.reconnect_delay_set(min_delay=1, max_delay=opts.max_reconnect_delay)
         if opts.username is not None:
             client.username_pw_set(opts.username, opts.password)
         if opts.ssl_context is not None:
             client.tls_set_context(opts.ssl_context)
         if opts.will_topic is not None:
             client.will_set(opts.will_topic, opts.will_payload, qos=1)
-        client.on_socket_open = _set_nodelay
+        client.on_socket_open = self._on_socket_open
+        client.on_socket_close = self._on_socket_close
+        client.on_socket_register_write = self._on_register_write
+        client.on_socket_unregister_write = self._on_unregister_write
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
@@ -119,12 +137,89 @@ class PahoTransport(Transport):
         client.on_publish = self._on_publish
         return client
 
-    # -- paho's network thread: hand off only -------------------------------------------
+    # -- the socket on the loop -----------------------------------------------------------
+
+    def _on_socket_open(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
+        # Called in the worker thread, inside reconnect(): the loop starts watching when it returns.
+        with contextlib.suppress(OSError, AttributeError):  # unix sockets, websockets have no TCP_NODELAY
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def _on_socket_close(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
+        self._unwatch()
+
+    def _on_register_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
+        # Ignored while reconnect() runs (CONNECT is queued): _watch() adds the writer afterwards.
+        if self._fd >= 0 and not self._writing and self._loop is not None:
+            self._writing = True
+            self._loop.add_writer(self._fd, self._writable)
+
+    def _on_unregister_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
+        if self._writing and self._loop is not None:
+            self._writing = False
+            self._loop.remove_writer(self._fd)
+
+    def _watch(self) -> None:
+        """Watch the socket paho's reconnect() just opened (on the loop, once it has returned)."""
+        sock = self._client.socket()
+        loop = self._loop
+        if sock is None or loop is None:
+            return
+        self._unwatch()
+        self._fd = sock.fileno()
+        loop.add_reader(self._fd, self._readable)
+        if self._client.want_write():
+            self._writing = True
+            loop.add_writer(self._fd, self._writable)
+        if self._misc is None:
+            self._misc = loop.call_later(_MISC_INTERVAL, self._tick)
+
+    def _unwatch(self) -> None:
+        loop = self._loop
+        if self._fd < 0 or loop is None:
+            return
+        loop.remove_reader(self._fd)
+        if self._writing:
+            loop.remove_writer(self._fd)
+            self._writing = False
+        self._fd = -1
+
+    def _readable(self) -> None:
+        client = self._client
+        self._reading = True
+        try:
+            while True:
+                rc = client.loop_read()
+                sock = client.socket()
+                # TLS: decrypted bytes left in the SSL object do not make the socket readable again.
+                if rc or not isinstance(sock, ssl.SSLSocket) or not sock.pending():
+                    break
+        finally:
+            self._reading = False
+            self._take_reported()
+
+    def _writable(self) -> None:
+        self._reading = True  # QoS 0 publishes report when written: handled together afterwards
+        try:
+            self._client.loop_write()
+        finally:
+            self._reading = False
+            self._take_reported()
+
+    def _tick(self) -> None:
+        self._misc = None
+        if self._closing or self._fd < 0:
+            return
+        self._client.loop_misc()
+        if self._fd >= 0 and self._loop is not None:
+            self._misc = self._loop.call_later(_MISC_INTERVAL, self._tick)
+
+    # -- paho's callbacks, on the loop --------------------------------------------------
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode, props: Any) -> None:
         if reason.is_failure:
-            self._connect_error = str(reason)
             log.warning("broker refused the connection: %s", reason)
+            if self._connack is not None and not self._connack.done():
+                self._connack.set_result(str(reason))
             return
         log.info(
             "connected to %s:%d (session present: %s)",
@@ -136,16 +231,23 @@ class PahoTransport(Transport):
         self._server_receive_maximum = receive_maximum if isinstance(receive_maximum, int) else 65535
         if self._filters:
             client.subscribe(self._filters)
-        # Plain attribute writes from paho's thread: read on the loop only for health and metrics.
         self.link.connects += 1
         self.link.connected = True
-        self._connected.set()
+        self._connected_since = time.monotonic()
+        if self._connack is not None and not self._connack.done():
+            self._connack.set_result(None)
+        if self._waiting and self._loop is not None:
+            self._loop.call_soon(self._release_waiting)  # the window may be larger now
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode, props: Any) -> None:
-        self._connected.clear()
+        if self.link.connected and time.monotonic() - self._connected_since >= _STABLE_AFTER:
+            self._delay = _FIRST_RETRY
         self.link.connected = False
-        if not self._closing:
-            log.warning("disconnected from the broker (%s); reconnecting", reason)
+        if self._closing or self._connack is not None:
+            return  # close(), or the first connect() sees it
+        log.warning("disconnected from the broker (%s); reconnecting", reason)
+        if self._reconnector is None or self._reconnector.done():
+            self._reconnector = asyncio.ensure_future(self._reconnect())
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         response_topic = correlation = expiry = None
@@ -172,65 +274,74 @@ class PahoTransport(Transport):
             retain=bool(msg.retain),
             ack_token=(msg.mid, msg.qos),
         )
-        loop = self._loop
-        if loop is None:
-            return
-        with self._inbox_lock:
+        if self._reading:
             self._inbox.append(inbound)
-            if self._wakeup_pending:
-                return
-            self._wakeup_pending = True
-        loop.call_soon_threadsafe(self._take_inbox)
+        else:
+            self.deliver(inbound)
 
     def _on_subscribe(
         self, client: mqtt.Client, userdata: Any, mid: int, reasons: list[ReasonCode], props: Any
     ) -> None:
-        loop = self._loop
-        if loop is not None:
-            codes = [int(r.value) for r in reasons]
-            loop.call_soon_threadsafe(self._resolve_subscribe, mid, codes)
+        codes = [int(r.value) for r in reasons]
+        waiter = self._sub_waiters.pop(mid, None)
+        if waiter is not None:
+            if not waiter.done():
+                waiter.set_result(codes)
+            return
+        # A subscription sent again on reconnect: nobody waits for it, so a refusal is logged.
+        for (topic_filter, _), code in zip(self._filters, codes, strict=False):
+            if code >= 0x80:
+                log.error("the broker refused the renewed subscription to %r (reason code %#04x)", topic_filter, code)
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, props: Any) -> None:
-        # Every mid is handed over (QoS 0 ones are ignored on the loop): the PUBACK may arrive
-        # before publish() has recorded its mid, and the loop sees it only after that.
-        loop = self._loop
-        if loop is None:
-            return
-        with self._inbox_lock:
-            self._completed.append(mid)
-            if self._wakeup_pending:
-                return
-            self._wakeup_pending = True
-        loop.call_soon_threadsafe(self._take_inbox)
+        # Every mid is reported (QoS 0 ones are not in the window and are ignored).
+        self._completed.append(mid)
+        if not self._reading:
+            self._take_reported()
 
-    # -- event loop side ----------------------------------------------------------------
-
-    def _take_inbox(self) -> None:
-        """Take what paho's thread handed over since the last wake-up: completed publishes, then messages."""
-        with self._inbox_lock:
-            batch = list(self._inbox)
-            self._inbox.clear()
-            completed, self._completed = self._completed, []
-            self._wakeup_pending = False
-        in_flight = self._in_flight
-        for mid in completed:
-            if mid in in_flight:
-                confirmation = in_flight.pop(mid)
-                if confirmation is not None:
-                    confirmation()
+    def _take_reported(self) -> None:
+        """Handle what paho's callbacks reported: completed publishes, then messages."""
+        completed = self._completed
         if completed:
+            self._completed = []
+            in_flight = self._in_flight
+            for mid in completed:
+                if mid in in_flight:
+                    confirmation = in_flight.pop(mid)
+                    if confirmation is not None:
+                        confirmation()
             self._release_waiting()
-        deliver = self.deliver
-        for message in batch:
-            deliver(message)
+        batch = self._inbox
+        if batch:
+            self._inbox = []
+            deliver = self.deliver
+            for message in batch:
+                deliver(message)
 
-    def _resolve_subscribe(self, mid: int, codes: list[int]) -> None:
-        waiter = self._sub_waiters.pop(mid, None)
-        if waiter is not None and not waiter.done():
-            waiter.set_result(codes)
+    # -- connecting -----------------------------------------------------------------------
+
+    async def _run_reconnect(self) -> None:
+        """paho's reconnect() (TCP connect, TLS handshake, CONNECT queued) in a worker thread."""
+        self._unwatch()
+        self._in_reconnect = True
+        try:
+            await asyncio.to_thread(self._client.reconnect)
+        finally:
+            self._in_reconnect = False
+        if self._closing:
+            with contextlib.suppress(Exception):
+                sock = self._client.socket()
+                if sock is not None:
+                    sock.close()
+            return
+        self._watch()
+        acks, self._deferred_acks = self._deferred_acks, []
+        for mid, qos in acks:
+            self._client.ack(mid, qos)
+        self._release_waiting()
 
     async def connect(self, timeout: float) -> None:
-        """Connect with backoff until ``timeout``; then paho's thread keeps reconnecting."""
+        """Connect with backoff until ``timeout``; afterwards the loop keeps reconnecting."""
         self._loop = asyncio.get_running_loop()
         opts = self._options
         props = None
@@ -238,17 +349,18 @@ class PahoTransport(Transport):
             props = Properties(PacketTypes.CONNECT)
             props.SessionExpiryInterval = opts.session_expiry
             props.ReceiveMaximum = min(opts.receive_maximum, 65535)
+        # connect_async only records the settings; reconnect() makes the connection.
+        kwargs: dict[str, Any] = {"keepalive": opts.keepalive}
+        if self._v5:
+            kwargs["clean_start"] = opts.clean_start
+            kwargs["properties"] = props
+        self._client.connect_async(opts.host, opts.port, **kwargs)
         deadline = time.monotonic() + timeout
         delay = 0.2
         last_error = ""
         while True:
-            self._connect_error = None
             try:
-                kwargs: dict[str, Any] = {"keepalive": opts.keepalive}
-                if self._v5:
-                    kwargs["clean_start"] = opts.clean_start
-                    kwargs["properties"] = props
-                await asyncio.to_thread(self._client.connect, opts.host, opts.port, **kwargs)
+                await self._run_reconnect()
                 break
             except (OSError, ssl.SSLError, ValueError) as exc:
                 last_error = str(exc) or type(exc).__name__
@@ -256,17 +368,62 @@ class PahoTransport(Transport):
                 raise BrokerUnreachable(f"cannot reach the broker at {opts.host}:{opts.port}: {last_error}")
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
-        self._client.loop_start()
-        while not self._connected.is_set():
-            if self._connect_error is not None:
-                self._client.loop_stop()
-                raise BrokerUnreachable(
-                    f"the broker at {opts.host}:{opts.port} refused the connection: {self._connect_error}"
+        self._connack = self._loop.create_future()
+        try:
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                with contextlib.suppress(TimeoutError):
+                    refusal = await asyncio.wait_for(asyncio.shield(self._connack), min(left, 0.05))
+                    if refusal is not None:
+                        self._abort()
+                        raise BrokerUnreachable(
+                            f"the broker at {opts.host}:{opts.port} refused the connection: {refusal}"
+                        )
+                    return
+                if self._fd < 0:  # lost before the CONNACK
+                    break
+            self._abort()
+            raise BrokerUnreachable(f"no CONNACK from the broker at {opts.host}:{opts.port}")
+        finally:
+            self._connack = None
+
+    def _abort(self) -> None:
+        """Give up the connection without DISCONNECT (the first connect failed)."""
+        self._closing = True
+        self._unwatch()
+        if self._misc is not None:
+            self._misc.cancel()
+            self._misc = None
+        sock = self._client.socket()
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.close()
+
+    async def _reconnect(self) -> None:
+        """After a lost connection: reconnect with exponential backoff until connected or closed."""
+        opts = self._options
+        while not self._closing:
+            delay = self._delay
+            await asyncio.sleep(delay)
+            self._delay = min(delay * 2, max(opts.max_reconnect_delay, _FIRST_RETRY))
+            if self._closing:
+                return
+            try:
+                await self._run_reconnect()
+                return  # a refused CONNACK or a new loss starts another _reconnect()
+            except (OSError, ssl.SSLError, ValueError) as exc:
+                log.warning(
+                    "cannot reconnect to %s:%d: %s; retrying in %.1f s",
+                    opts.host,
+                    opts.port,
+                    str(exc) or type(exc).__name__,
+                    self._delay,
                 )
-            if time.monotonic() > deadline:
-                self._client.loop_stop()
-                raise BrokerUnreachable(f"no CONNACK from the broker at {opts.host}:{opts.port}")
-            await asyncio.sleep(0.01)
+            except Exception:
+                # Whatever else goes wrong, this task must go on reconnecting.
+                log.exception("reconnecting to %s:%d failed; retrying in %.1f s", opts.host, opts.port, self._delay)
 
     async def subscribe(self, filters: Sequence[str], qos: int) -> None:
         """Subscribe and check every SUBACK reason code."""
@@ -287,9 +444,11 @@ class PahoTransport(Transport):
                     f"the broker refused the subscription to {topic_filter!r} (reason code {code:#04x})"
                 )
 
+    # -- publishing -----------------------------------------------------------------------
+
     def publish(self, message: OutboundMessage, on_confirmed: Confirmation | None = None) -> None:
-        """Hand a PUBLISH to paho's thread, or keep a QoS 1/2 one here until the window has room."""
-        if message.qos and (self._waiting or len(self._in_flight) >= self._window()):
+        """Hand a PUBLISH to paho, or keep a QoS 1/2 one here until the window has room."""
+        if message.qos and (self._waiting or self._in_reconnect or len(self._in_flight) >= self._window()):
             self._waiting.append((message, on_confirmed))
             if len(self._waiting) >= BACKLOG_WARNING and not self._backlog_warned:
                 self._backlog_warned = True
@@ -298,6 +457,11 @@ class PahoTransport(Transport):
                     " MQTT 5, can); they are kept, memory grows with them (roost_outbound_backlog)",
                     len(self._waiting),
                 )
+            return
+        if self._in_reconnect:  # QoS 0: paho's socket is being made, nothing may go before CONNECT
+            log.warning("publish to %r failed: %s", message.topic, mqtt.error_string(mqtt.MQTT_ERR_NO_CONN))
+            if on_confirmed is not None:
+                on_confirmed()
             return
         self._send(message, on_confirmed)
 
@@ -332,18 +496,19 @@ class PahoTransport(Transport):
     def _release_waiting(self) -> None:
         """Hand waiting publishes to paho while the window has room; wake drain() once all are done."""
         waiting = self._waiting
-        window = self._window()
         if self._backlog_warned and len(waiting) < BACKLOG_WARNING // 2:
             self._backlog_warned = False
             log.info("the reply backlog is down to %d", len(waiting))
-        while waiting and len(self._in_flight) < window:
-            message, on_confirmed = waiting.popleft()
-            try:
-                self._send(message, on_confirmed)
-            except (ValueError, TypeError) as exc:  # no caller to raise to any more
-                log.warning("dropped a publish to %r: %s", message.topic, exc)
-                if on_confirmed is not None:
-                    on_confirmed()
+        if not self._in_reconnect:
+            window = self._window()
+            while waiting and len(self._in_flight) < window:
+                message, on_confirmed = waiting.popleft()
+                try:
+                    self._send(message, on_confirmed)
+                except (ValueError, TypeError) as exc:  # no caller to raise to any more
+                    log.warning("dropped a publish to %r: %s", message.topic, exc)
+                    if on_confirmed is not None:
+                        on_confirmed()
         if self._drainers and not waiting and not self._in_flight:
             self._drainers.wake()
 
@@ -351,19 +516,35 @@ class PahoTransport(Transport):
         """Send the PUBACK (QoS 1) or PUBCOMP (QoS 2; paho sent PUBREC on arrival)."""
         token = message.ack_token
         if isinstance(token, tuple) and token[1]:
-            self._client.ack(token[0], token[1])
+            if self._in_reconnect:
+                self._deferred_acks.append(token)
+            else:
+                self._client.ack(token[0], token[1])
 
     async def drain(self, timeout: float) -> None:
         """Wait for outstanding QoS 1/2 publishes to be acknowledged."""
         await self._drainers.wait(timeout, lambda: self.outbound_backlog)
 
     async def close(self) -> None:
-        """Disconnect and stop paho's thread."""
+        """Send DISCONNECT, wait briefly for it to be written, and close the socket."""
         self._closing = True
-        self._client.disconnect()
-        await asyncio.to_thread(self._client.loop_stop)
-
-
-def _set_nodelay(client: mqtt.Client, userdata: Any, sock: Any) -> None:
-    with contextlib.suppress(OSError, AttributeError):  # unix sockets, websockets have no TCP_NODELAY
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self._reconnector is not None:
+            if self._in_reconnect:  # let reconnect() return: then the new socket is closed
+                await asyncio.wait({self._reconnector}, timeout=_CLOSE_FLUSH)
+            self._reconnector.cancel()
+        if self._misc is not None:
+            self._misc.cancel()
+            self._misc = None
+        client = self._client
+        if client.socket() is not None and not self._in_reconnect:
+            client.disconnect()  # queued; loop_write sends it and paho closes the socket
+            client.loop_write()
+            deadline = time.monotonic() + _CLOSE_FLUSH
+            while client.socket() is not None and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+        self._unwatch()
+        sock = client.socket()
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.close()
+        self.link.connected = False

@@ -1,5 +1,5 @@
 """The paho transport's in-flight window, without a broker: paho keeps unsent publishes while disconnected."""
-# Drives paho-mqtt 2.x internals (_on_publish, _out_messages) as its network thread would: checked on 2.2.0.
+# Drives paho-mqtt 2.x internals (_on_publish, _out_messages) as loop_read() would: checked on 2.2.0.
 
 from __future__ import annotations
 
@@ -38,8 +38,8 @@ def test_publishes_beyond_the_window_wait_outside_paho_and_go_in_order(monkeypat
         assert len(client._out_messages) == 2  # not 5 MQTTMessage objects in paho
 
         async def puback(mid: int, wanted: int) -> None:
-            transport._on_publish(client, None, mid, None, None)  # as paho's thread reports a PUBACK
-            for _ in range(100):  # loop turns, not time: the hand-over is one call_soon_threadsafe
+            transport._on_publish(client, None, mid, None, None)  # as loop_read() reports a PUBACK
+            for _ in range(100):  # loop turns, not time: outside loop_read() it is handled at once
                 if len(confirmed) >= wanted:
                     return
                 await asyncio.sleep(0)
