@@ -56,6 +56,7 @@ log = logging.getLogger(__name__)
 
 _PUBLISH_PROPERTIES = Properties(PacketTypes.PUBLISH)  # never set: copied for each publish
 BACKLOG_WARNING = 10_000  # replies waiting for the window before a warning says paho cannot keep up
+_READS_PER_TURN = 512  # loop_read() calls per readable event, at most (each ends at EAGAIN or its packet count)
 _MISC_INTERVAL = 1.0  # seconds between loop_misc() calls (keepalive, PINGRESP timeout)
 _FIRST_RETRY = 0.1
 _STABLE_AFTER = 10.0  # a connection that lived this long resets the backoff
@@ -184,14 +185,24 @@ class PahoTransport(Transport):
         self._fd = -1
 
     def _readable(self) -> None:
+        # loop_read() stops after as many packets as paho has messages in flight: one, for QoS 0
+        # traffic. Read on while packets keep coming, up to a bound that lets the loop breathe.
         client = self._client
         self._reading = True
         try:
+            reads = 0
             while True:
-                rc = client.loop_read()
+                before = len(self._inbox) + len(self._completed)
+                if client.loop_read():
+                    break
                 sock = client.socket()
+                if sock is None:
+                    break
                 # TLS: decrypted bytes left in the SSL object do not make the socket readable again.
-                if rc or not isinstance(sock, ssl.SSLSocket) or not sock.pending():
+                if isinstance(sock, ssl.SSLSocket) and sock.pending():
+                    continue
+                reads += 1
+                if reads >= _READS_PER_TURN or len(self._inbox) + len(self._completed) == before:
                     break
         finally:
             self._reading = False
