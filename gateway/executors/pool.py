@@ -3,11 +3,12 @@
 Workers are forked by multiprocessing's fork server, a single-threaded process
 that imported the function modules first (``set_forkserver_preload``), so the
 workers share those pages copy-on-write and start in milliseconds. Nothing is
-forked from the gateway itself, whose other threads (paho's) may hold locks at
-fork time; spawning fresh interpreters instead would import every module once
-per worker. As with every start method but plain fork, a worker re-runs the
-gateway's main script unless it was started with ``python -m``, so entry points
-keep their work under ``if __name__ == "__main__"``.
+forked from the gateway itself, whose other threads (asyncio's to_thread workers,
+the durable queue's commit thread) may hold locks at fork time; spawning fresh
+interpreters instead would import every module once per worker. As with every
+start method but plain fork, a worker re-runs the gateway's main script unless it
+was started with ``python -m``, so entry points keep their work under
+``if __name__ == "__main__"``.
 
 A :class:`WorkerProcess` is the gateway's end of one worker: two non-blocking
 pipes, read with ``loop.add_reader`` and written without ever blocking (what the
