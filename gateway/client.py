@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway import codec
+from gateway.config import DEFAULT_REPLY_PREFIX
 from gateway.errors import RoostError, WireError, error_for_code
 from gateway.topics import filter_matches
 from gateway.transport import ConnectOptions, OutboundMessage, Transport, create_transport
@@ -57,7 +58,7 @@ class RequestClient:
         *,
         mqtt_version: int = 5,
         device_id: str | None = None,
-        reply_prefix: str = "roost/replies",
+        reply_prefix: str = DEFAULT_REPLY_PREFIX,
         transport: str = "paho",
         username: str | None = None,
         password: str | None = None,

@@ -16,7 +16,14 @@ from rich.table import Table
 
 from gateway import codec
 from gateway.client import NoReply, Reply, RequestClient
-from gateway.config import DEFAULT_NAMESPACE, BrokerAddress, Settings, load_settings
+from gateway.config import (
+    DEFAULT_BROKER,
+    DEFAULT_NAMESPACE,
+    DEFAULT_REPLY_PREFIX,
+    BrokerAddress,
+    Settings,
+    load_settings,
+)
 from gateway.errors import ConfigError, RoostError
 from gateway.registry import Registry
 from gateway.topics import TopicTemplate
@@ -52,9 +59,6 @@ def decode_alert(payload: bytes) -> Reply:
     return Reply(result=codec.decode(payload, max(len(payload), 1)))
 
 
-LOCAL_BROKER = BrokerAddress(host="127.0.0.1", port=1883)
-
-
 def _device_of(topic: str, namespace: tuple[str, ...]) -> str | None:
     """The ``{device_id}`` of a topic in the namespace: the device ``roost call`` calls as."""
     for template in namespace:
@@ -71,13 +75,13 @@ def call_command(ns: argparse.Namespace) -> int:
     try:
         args = parse_args_list(ns.args)
         settings = load_settings(ns.config) if ns.config is not None else None
-        broker = BrokerAddress.parse(ns.broker) if ns.broker else settings.broker if settings else LOCAL_BROKER
+        broker = BrokerAddress.parse(ns.broker) if ns.broker else settings.broker if settings else DEFAULT_BROKER
     except (ValueError, ConfigError) as exc:
         print(f"roost call: {exc}", file=sys.stderr)
         return EXIT_CONFIG if isinstance(exc, ConfigError) else 64
     version = ns.mqtt_version or (settings.mqtt_version if settings else "5")
     namespace = settings.namespace if settings else (DEFAULT_NAMESPACE,)
-    reply_prefix = settings.reply_prefix if settings else "roost/replies"
+    reply_prefix = settings.reply_prefix if settings else DEFAULT_REPLY_PREFIX
     context = tls_context(settings) if settings is not None and settings.tls.active else None
     password = ns.password if ns.password is not None else os.environ.get("ROOST_CALL_PASSWORD")
 

@@ -23,6 +23,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from gateway import limits
 from gateway.config_sections import (
     BrokerAddress,
     DurableSettings,
@@ -35,10 +36,21 @@ from gateway.config_sections import (
 from gateway.errors import ConfigError, TemplateError
 from gateway.topics import TopicTemplate
 
-__all__ = ["ANY_REPLY_TOPIC", "DEFAULT_FUNCTIONS", "DEFAULT_NAMESPACE", "BrokerAddress", "Settings", "load_settings"]
+__all__ = [
+    "ANY_REPLY_TOPIC",
+    "DEFAULT_BROKER",
+    "DEFAULT_FUNCTIONS",
+    "DEFAULT_NAMESPACE",
+    "DEFAULT_REPLY_PREFIX",
+    "BrokerAddress",
+    "Settings",
+    "load_settings",
+]
 
 DEFAULT_FUNCTIONS = ("functions.examples", "functions.sensors")
 DEFAULT_NAMESPACE = "devices/{device_id}/{function:path}"
+DEFAULT_REPLY_PREFIX = "roost/replies"
+DEFAULT_BROKER = BrokerAddress(host="127.0.0.1", port=1883)
 ANY_REPLY_TOPIC = "#"  # reply_spaces = ["#"]: replies may go to any topic (the check is off)
 
 
@@ -48,7 +60,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ROOST_", env_nested_delimiter="__", frozen=True, extra="forbid")
 
     # NoDecode: environment values are "host:port" and "a,b" strings, not JSON.
-    broker: Annotated[BrokerAddress, NoDecode] = BrokerAddress(host="127.0.0.1", port=1883)
+    broker: Annotated[BrokerAddress, NoDecode] = DEFAULT_BROKER
     client_id: str = Field(default_factory=lambda: f"roost-{socket.gethostname()}", min_length=1, max_length=128)
     username: str | None = None
     password: pydantic.SecretStr | None = None
@@ -60,7 +72,7 @@ class Settings(BaseSettings):
     max_inflight: Positive = 1000
     functions: Annotated[tuple[str, ...], NoDecode] = DEFAULT_FUNCTIONS
     namespace: Annotated[tuple[str, ...], NoDecode] = (DEFAULT_NAMESPACE,)
-    reply_prefix: str = "roost/replies"
+    reply_prefix: str = DEFAULT_REPLY_PREFIX
     # Replies go only to topics at or under one of these, rendered with the requesting device's id
     # ({device_id} only). Default: "{reply_prefix}/{device_id}". "#" alone: any topic (not checked).
     reply_spaces: Annotated[tuple[str, ...], NoDecode]
@@ -101,7 +113,7 @@ class Settings(BaseSettings):
     def _default_reply_space(cls, data: Any) -> Any:
         # The default space follows reply_prefix, so the 3.1.1 default reply topic is always inside it.
         if isinstance(data, dict) and data.get("reply_spaces") is None:
-            prefix = data.get("reply_prefix") or "roost/replies"
+            prefix = data.get("reply_prefix") or DEFAULT_REPLY_PREFIX
             return {**data, "reply_spaces": (f"{prefix}/{{device_id}}",)}
         return data
 
@@ -153,6 +165,7 @@ class Settings(BaseSettings):
             if len(value) > 1:
                 raise ValueError('"#" (any topic) cannot be combined with other reply spaces')
             return value
+        templates = []
         for item in value:
             try:
                 template = TopicTemplate.parse(item)
@@ -160,15 +173,14 @@ class Settings(BaseSettings):
                 raise ValueError(str(exc)) from None
             if set(template.params) != {"device_id"}:
                 raise ValueError(f"reply space {item!r} must use {{device_id}} and no other parameter")
+            templates.append(template)
         prefix = info.data.get("reply_prefix")
-        if prefix is not None:  # else reply_prefix itself is invalid, and says so
-            default = f"{prefix}/x"
-            roots = [TopicTemplate.parse(item).render({"device_id": "x"}) for item in value]
-            if not any(default == root or default.startswith(root + "/") for root in roots):
-                raise ValueError(
-                    f"no reply space holds {prefix}/{{device_id}}, where MQTT 3.1.1 devices and roost call get"
-                    " their replies: add it"
-                )
+        # else reply_prefix itself is invalid, and says so
+        if prefix is not None and limits.reply_space_problem(f"{prefix}/x", "x", tuple(templates)) is not None:
+            raise ValueError(
+                f"no reply space holds {prefix}/{{device_id}}, where MQTT 3.1.1 devices and roost call get"
+                " their replies: add it"
+            )
         return value
 
     @field_validator("dead_letter_topic")

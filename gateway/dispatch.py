@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from gateway import codec, limits, protocol, retry
+from gateway.config import DEFAULT_REPLY_PREFIX
 from gateway.durable import Duplicate, DurableQueue
 from gateway.errors import BadPayload, CallTimeout, InternalError, NotFound, Unavailable, WireError
 from gateway.executors.base import Call, Executor
@@ -42,7 +43,7 @@ NIL = b"\xc0"  # msgpack encoding of None
 class DispatchOptions:
     """The settings the dispatcher needs."""
 
-    reply_prefix: str = "roost/replies"
+    reply_prefix: str = DEFAULT_REPLY_PREFIX
     max_payload_bytes: int = 256 * 1024
     call_timeout: float = 10.0
     namespace: tuple[TopicTemplate, ...] = ()
