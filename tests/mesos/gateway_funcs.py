@@ -40,24 +40,25 @@ def whereami() -> dict[str, object]:
     }
 
 
-@router.function("devices/{device_id}/mesos_again", idempotent=True, timeout=10.0)
-def mesos_again(seconds: float = 0.0, mark: str = "") -> str | None:
-    """Note the Mesos executor running the call in the file ``mark`` (if given), sleep, name it; safe to rerun."""
+def _note_executor(seconds: float, mark: str) -> str | None:
+    """Note the Mesos executor running the call in the file ``mark`` (if given), sleep, name it."""
     executor = os.environ.get("MESOS_EXECUTOR_ID")
     if mark:
         Path(mark).write_text(str(executor))
     time.sleep(seconds)
     return executor
+
+
+@router.function("devices/{device_id}/mesos_again", idempotent=True, timeout=10.0)
+def mesos_again(seconds: float = 0.0, mark: str = "") -> str | None:
+    """:func:`_note_executor`, safe to rerun."""
+    return _note_executor(seconds, mark)
 
 
 @router.function("devices/{device_id}/mesos_once", timeout=10.0)
 def mesos_once(seconds: float = 0.0, mark: str = "") -> str | None:
     """The same, for a function that must not run twice."""
-    executor = os.environ.get("MESOS_EXECUTOR_ID")
-    if mark:
-        Path(mark).write_text(str(executor))
-    time.sleep(seconds)
-    return executor
+    return _note_executor(seconds, mark)
 
 
 def _raise_in_callbacks(spec: str) -> None:

@@ -6,8 +6,10 @@ relies on: the framework id never changes, and calls of idempotent functions kee
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +68,24 @@ def answered_by_executors(replies: list[Any]) -> None:
     assert all(str(r["result"]).startswith("roost-") for r in replies)
 
 
+@contextlib.contextmanager
+def calls_through_a_gateway(
+    broker: LocalBroker, logs: Path, standin: StandIn, control: Control, tmp_path: Path
+) -> Iterator[tuple[GatewayProcess, Caller, str]]:
+    """A gateway on the stand-in and a :class:`Caller` calling through it; its framework id. Both stopped after."""
+    gateway = mesos_gateway(
+        broker.address, logs, standin, tmp_path / "framework.json", tmp_path.parent / "mesos-bundles"
+    ).start()
+    caller = Caller(broker.port)
+    try:
+        framework = only_framework(control)
+        caller.start()
+        yield gateway, caller, framework
+    finally:
+        caller.stopping.set()
+        assert gateway.stop() == 0
+
+
 def test_a_raising_callback_is_logged_and_reconciled_without_touching_the_framework(
     broker: LocalBroker, logs: Path, standin: StandIn, control: Control, tmp_path: Path, probe: Probe
 ) -> None:
@@ -93,13 +113,7 @@ def test_a_raising_callback_is_logged_and_reconciled_without_touching_the_framew
 def test_a_silent_master_gets_a_new_driver_with_the_same_framework_and_no_call_is_lost(
     broker: LocalBroker, logs: Path, standin: StandIn, control: Control, tmp_path: Path
 ) -> None:
-    gateway = mesos_gateway(
-        broker.address, logs, standin, tmp_path / "framework.json", tmp_path.parent / "mesos-bundles"
-    ).start()
-    caller = Caller(broker.port)
-    try:
-        framework = only_framework(control)
-        caller.start()
+    with calls_through_a_gateway(broker, logs, standin, control, tmp_path) as (gateway, caller, framework):
         control.stall_heartbeats(4, silence=True)  # TCP up, nothing said: pymesos alone would wait forever
         log_has(gateway, "nothing heard from the Mesos master for")
         wait_for(lambda: len(framework_ids_in(gateway.log())) == 2, 20, "the new driver to re-register")
@@ -112,21 +126,12 @@ def test_a_silent_master_gets_a_new_driver_with_the_same_framework_and_no_call_i
         wait_for(lambda: all(not a["pending_updates"] for a in control.agents()), 10, "updates acknowledged")
         wait_for(lambda: len(caller.replies) > 40, 10, "calls after the failover")
         answered_by_executors(caller.finish())
-    finally:
-        caller.stopping.set()
-        assert gateway.stop() == 0
 
 
 def test_a_restarted_master_and_a_subscribe_loop_keep_the_framework_and_every_call(
     broker: LocalBroker, logs: Path, standin: StandIn, control: Control, tmp_path: Path
 ) -> None:
-    gateway = mesos_gateway(
-        broker.address, logs, standin, tmp_path / "framework.json", tmp_path.parent / "mesos-bundles"
-    ).start()
-    caller = Caller(broker.port)
-    try:
-        framework = only_framework(control)
-        caller.start()
+    with calls_through_a_gateway(broker, logs, standin, control, tmp_path) as (gateway, caller, framework):
         # Refused for 0.5 s, then SUBSCRIBE answered 503 twelve times: pymesos re-subscribes in a tight loop,
         # which the guard breaks (a new driver, with the same id, after a pause).
         control.subscribe_503(12)
@@ -139,6 +144,3 @@ def test_a_restarted_master_and_a_subscribe_loop_keep_the_framework_and_every_ca
         wait_for(lambda: len(caller.replies) > 40, 10, "calls after the restart")
         answered_by_executors(caller.finish())
         assert "CRITICAL" not in gateway.log()
-    finally:
-        caller.stopping.set()
-        assert gateway.stop() == 0
