@@ -87,6 +87,12 @@ def test_call_rejects_malformed_arguments() -> None:
     assert "argument 'a' is not NAME=VALUE" in out.stderr
 
 
+def test_call_with_a_bad_settings_file_stops_with_one_line_naming_it(tmp_path: Path) -> None:
+    out = roost("call", "--config", str(tmp_path / "missing.toml"), "devices/d1/add", "a=1")
+    assert out.returncode == 78
+    assert out.stderr.strip() == f"roost call: config file {str(tmp_path / 'missing.toml')!r} does not exist"
+
+
 def test_demo_runs_end_to_end() -> None:
     out = roost("demo")
     assert out.returncode == 0, out.stderr + out.stdout

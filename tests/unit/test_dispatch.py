@@ -211,7 +211,9 @@ def test_reply_spaces_hold_error_replies_too_and_dead_letter_the_refusal() -> No
     assert len(transport.acked) == 3  # refused requests are acknowledged too: nothing is left at the broker
 
 
-def test_requests_that_name_no_device_in_the_devices_topics_are_refused_and_others_are_not() -> None:
+def test_requests_that_name_no_device_in_the_devices_topics_are_refused_and_others_are_not(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     dispatcher, transport = make_with_reply_spaces()
     forged = "roost/replies/B/inbox"
     run(
@@ -230,6 +232,10 @@ def test_requests_that_name_no_device_in_the_devices_topics_are_refused_and_othe
     assert letter[1]["error"]["message"] == f"reply topic {forged!r} is outside device 'A''s reply space"
     assert replies == [("roost/replies/A/x", {"result": "A ok"}), ("ops/inbox", {"result": "s1"})]
     assert dispatcher.stats.dropped == {"reply_space": 4}
+    assert (
+        "refused a request on 'devices/A/': its reply topic 'roost/replies/B/inbox' cannot be checked:"
+        " the request's topic names no device"
+    ) in caplog.text
 
 
 def test_dead_letters_of_refused_requests_count_against_the_device_rate() -> None:
