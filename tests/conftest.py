@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.devbroker import LocalBroker
+from gateway.devbroker import LocalBroker, lease_port
 from tests.support.gateway_process import GatewayProcess
 from tests.support.probe import Probe
 
@@ -48,6 +48,13 @@ def start_gateway(broker: LocalBroker, logs: Path, transport: str) -> Iterator[C
     yield start
     for gateway in started:
         gateway.kill()
+
+
+@pytest.fixture
+def free_port() -> Iterator[int]:
+    """A port on 127.0.0.1 leased to this test (nothing listens there until the test starts something)."""
+    with lease_port() as lease:
+        yield lease.port
 
 
 @pytest.fixture

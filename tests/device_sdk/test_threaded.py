@@ -26,7 +26,6 @@ from device_sdk import (
     RemoteTimeout,
 )
 from device_sdk.errors import BadResult
-from gateway.devbroker import free_port
 from tests.device_sdk.programs import ROOT
 from tests.device_sdk.stack import Stack
 from tests.support.probe import Probe
@@ -137,9 +136,9 @@ def test_close_fails_waiting_calls(stack: Stack, device_id: str) -> None:
         dev.call_async("devices/{device_id}/add")
 
 
-def test_connect_error_when_no_broker_listens(device_id: str) -> None:
+def test_connect_error_when_no_broker_listens(device_id: str, free_port: int) -> None:
     with pytest.raises(ConnectError):
-        Device("127.0.0.1", free_port(), device_id=device_id, connect_timeout=2).connect()
+        Device("127.0.0.1", free_port, device_id=device_id, connect_timeout=2).connect()
 
 
 @pytest.mark.slow

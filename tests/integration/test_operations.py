@@ -10,7 +10,7 @@ from pathlib import Path
 
 import msgpack
 
-from gateway.devbroker import LocalBroker, free_port
+from gateway.devbroker import LocalBroker
 from tests.integration.test_cli import roost
 from tests.support.gateway_process import ROOT, GatewayProcess
 from tests.support.ops import get, scrape, status_of, value, wait_for
@@ -25,9 +25,9 @@ def metrics_env(port: int) -> dict[str, str]:
 
 
 def test_metrics_count_requests_by_function_and_outcome_while_they_flow(
-    start_gateway: Callable[..., GatewayProcess], probe: Probe, broker: LocalBroker
+    start_gateway: Callable[..., GatewayProcess], probe: Probe, broker: LocalBroker, free_port: int
 ) -> None:
-    port = free_port()
+    port = free_port
     start_gateway("--functions", "functions.examples", env=metrics_env(port))
     before = scrape(port)
     assert value(before, "roost_broker_connected") == 1
@@ -100,8 +100,8 @@ def _launch(gateway: GatewayProcess) -> None:
         gateway.process = subprocess.Popen(gateway.args, cwd=ROOT, env=gateway.env, stdout=log, stderr=log)
 
 
-def test_health_follows_the_broker_connection_and_status_reports_it(logs: Path, transport: str) -> None:
-    port = free_port()
+def test_health_follows_the_broker_connection_and_status_reports_it(logs: Path, transport: str, free_port: int) -> None:
+    port = free_port
     own = LocalBroker()  # its port is chosen, but nothing listens there yet
     gateway = GatewayProcess(own.address, logs, "--executor", "inline", "--transport", transport, env=metrics_env(port))
     url = f"http://127.0.0.1:{port}"

@@ -19,7 +19,7 @@ from pathlib import Path
 import msgpack
 import pytest
 
-from gateway.devbroker import LocalBroker, free_port
+from gateway.devbroker import LocalBroker, lease_port
 from tests.support.gateway_process import ROOT, GatewayProcess
 from tests.support.probe import Probe
 from tests.support.tls import Pki, make_pki
@@ -81,10 +81,11 @@ def secure() -> Iterator[SecureBroker]:
     acl.write_text(generated.stdout)
     for path in (passwords, acl):
         path.chmod(0o644)
-    tls_port = free_port()
-    broker = LocalBroker(base=shipped_broker_config(passwords, acl, tls_port, pki)).start()
-    yield SecureBroker(broker, tls_port, pki)
+    tls = lease_port()
+    broker = LocalBroker(base=shipped_broker_config(passwords, acl, tls.port, pki)).start()
+    yield SecureBroker(broker, tls.port, pki)
     broker.cleanup()
+    tls.release()
     shutil.rmtree(files, ignore_errors=True)
 
 

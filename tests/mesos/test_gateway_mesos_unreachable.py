@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import time
 from pathlib import Path
 
@@ -15,14 +14,6 @@ from tests.support.probe import Probe
 NO_CLUSTER = {"start_timeout": "1", "unreachable_after": "0.5"}  # serve after 1 s without executors
 
 
-def free_port() -> int:
-    """A port nothing listens on (yet)."""
-    with socket.socket() as probe_socket:
-        probe_socket.bind(("127.0.0.1", 0))
-        port: int = probe_socket.getsockname()[1]
-    return port
-
-
 def gateway_without_cluster(broker: LocalBroker, logs: Path, tmp_path: Path, port: int, **mesos: str) -> GatewayProcess:
     """A gateway whose Mesos master at 127.0.0.1:``port`` does not answer."""
     settings = {**NO_CLUSTER, **mesos}
@@ -33,9 +24,9 @@ def gateway_without_cluster(broker: LocalBroker, logs: Path, tmp_path: Path, por
 
 
 def test_without_a_cluster_calls_are_answered_unavailable_at_once(
-    broker: LocalBroker, logs: Path, tmp_path: Path, probe: Probe
+    broker: LocalBroker, logs: Path, tmp_path: Path, probe: Probe, free_port: int
 ) -> None:
-    gateway = gateway_without_cluster(broker, logs, tmp_path, free_port())
+    gateway = gateway_without_cluster(broker, logs, tmp_path, free_port)
     try:
         wait_for(lambda: "the Mesos cluster is unreachable" in gateway.log(), 5, "the unreachable state")
         assert "calls run nowhere: answered unavailable until it is back" in gateway.log()
@@ -48,9 +39,9 @@ def test_without_a_cluster_calls_are_answered_unavailable_at_once(
 
 
 def test_with_the_local_fallback_calls_run_here_until_the_cluster_is_back(
-    broker: LocalBroker, logs: Path, tmp_path: Path, probe: Probe
+    broker: LocalBroker, logs: Path, tmp_path: Path, probe: Probe, free_port: int
 ) -> None:
-    port = free_port()
+    port = free_port
     gateway = gateway_without_cluster(broker, logs, tmp_path, port, fallback="local")
     try:
         wait_for(lambda: "calls run on the local executor (fallback)" in gateway.log(), 5, "the fallback")

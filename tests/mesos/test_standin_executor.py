@@ -101,7 +101,7 @@ def test_messages_kill_reconcile_and_teardown_with_a_custom_executor(
     agent_id = offer["agent_id"]
 
     # Implicit acknowledgement reached the agent: nothing stays pending.
-    wait_for(lambda: not any(a["pending_updates"] for a in control.agents()), message="acknowledged updates")
+    wait_for(lambda: not any(a["pending_updates"] for a in control.agents()), what="acknowledged updates")
 
     # Framework messages, both ways (the executor echoes).
     mark = fw.log.mark()
@@ -128,7 +128,7 @@ def test_messages_kill_reconcile_and_teardown_with_a_custom_executor(
                 answers[status["task_id"]["value"]] = status
         return len(answers) >= 3
 
-    wait_for(collect, message="reconciliation answers")
+    wait_for(collect, what="reconciliation answers")
     assert answers["t1"]["state"] == answers["t2"]["state"] == "TASK_RUNNING"
     assert answers["never-launched"]["state"] == "TASK_UNKNOWN"
     assert all("uuid" not in s and s["source"] == "SOURCE_MASTER" for s in answers.values())
@@ -137,13 +137,13 @@ def test_messages_kill_reconcile_and_teardown_with_a_custom_executor(
     # Kill goes to the executor, which answers TASK_KILLED; the master forgets the task once acknowledged.
     fw.driver.killTask({"value": "t1"})
     fw.log.wait_for("statusUpdate", lambda s: s["task_id"]["value"] == "t1" and s["state"] == "TASK_KILLED")
-    wait_for(lambda: "t1" not in {t["id"] for t in control.framework(fw.id)["tasks"]}, message="t1 completed")
+    wait_for(lambda: "t1" not in {t["id"] for t in control.framework(fw.id)["tasks"]}, what="t1 completed")
     assert process_alive(pid) and process_alive(child)
 
     # TEARDOWN (a plain stop) shuts the executor down and destroys its whole process group.
     framework_id = fw.id
     fw.stop(failover=False)
-    wait_for(lambda: not process_alive(pid) and not process_alive(child), message="executor and its child gone")
+    wait_for(lambda: not process_alive(pid) and not process_alive(child), what="executor and its child gone")
     completed = control.state()["completed_frameworks"]
     assert [f["id"] for f in completed] == [framework_id]
     assert {t["id"]: t["state"] for t in completed[0]["completed_tasks"]} == {"t1": "TASK_KILLED", "t2": "TASK_KILLED"}

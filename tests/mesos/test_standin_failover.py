@@ -24,7 +24,7 @@ def test_new_driver_with_saved_id_reregisters_and_keeps_tasks(
     pid = decode(first.status("t1", "TASK_RUNNING")["data"])["pgid"]
     framework_id = first.id
     first.stop(failover=True)  # no TEARDOWN: the framework waits out its failover timeout
-    wait_for(lambda: control.framework(framework_id)["connected"] is False, message="disconnected")
+    wait_for(lambda: control.framework(framework_id)["connected"] is False, what="disconnected")
 
     second = frameworks(start=False, id={"value": framework_id})
     second.start()

@@ -31,7 +31,7 @@ def test_kill_agent_partition_aware(
     leftover = next(o for o in fw.offers(after=launched) if o["agent_id"] == agent_id)  # outstanding offer
     mark = fw.log.mark()
     control.kill_agent(agent_id["value"])
-    wait_for(lambda: not process_alive(pgid), message="executor killed with its agent")
+    wait_for(lambda: not process_alive(pgid), what="executor killed with its agent")
     assert fw.log.wait_for("offerRescinded", after=mark)[0] == leftover["id"]
     status = fw.log.wait_for("statusUpdate", lambda s: s["task_id"]["value"] == "t1", after=mark)[0]
     assert status["state"] == "TASK_UNREACHABLE" and status["reason"] == "REASON_AGENT_REMOVED"

@@ -21,7 +21,7 @@ def test_pymesos_registers_gets_heartbeats_and_offers_in_the_v1_shape(
     framework_id, master_info = fw.log.of("registered")[0]
     assert framework_id["value"].endswith("-0000")
     assert master_info["version"] == "1.11.0" and master_info["port"] == int(standin.master.split(":")[1])
-    wait_for(lambda: len(fw.log.of("heartbeat")) >= 3, message="three heartbeats")
+    wait_for(lambda: len(fw.log.of("heartbeat")) >= 3, what="three heartbeats")
     offers = fw.offers(count=2)
     assert {o["agent_id"]["value"] for o in offers} == {a["id"] for a in standin.agents}
     offer = offers[0]
@@ -104,7 +104,7 @@ def test_request_rules_of_the_scheduler_endpoint(standin: StandIn, control: Cont
     assert call(master, {"type": "SUBSCRIBE", "subscribe": {"framework_info": {"name": "no user"}}})[0] == 400
 
     stream.close()  # the framework is now disconnected (failover timer running): its calls get 403
-    wait_for(lambda: not control.framework(fid["value"])["connected"], message="framework disconnected")
+    wait_for(lambda: not control.framework(fid["value"])["connected"], what="framework disconnected")
     assert call(master, revive, stream_id)[0] == 403
 
 
@@ -139,7 +139,7 @@ def test_decline_filters_suppress_and_revive(frameworks: Callable[..., RecordedF
     mark = fw.log.mark()
     fw.driver.declineOffer([o["id"] for o in offers], {"refuse_seconds": 300})
     # Filtered for 300 s: heartbeats flow, offers do not.
-    wait_for(lambda: len([n for n, _ in fw.log.events[mark:] if n == "heartbeat"]) >= 2, message="two heartbeats")
+    wait_for(lambda: len([n for n, _ in fw.log.events[mark:] if n == "heartbeat"]) >= 2, what="two heartbeats")
     assert _offer_events_between(fw, mark) == []
     mark = fw.log.mark()
     fw.driver.reviveOffers()  # clears the filters
@@ -147,7 +147,7 @@ def test_decline_filters_suppress_and_revive(frameworks: Callable[..., RecordedF
     mark = fw.log.mark()
     fw.driver.suppressOffers()
     fw.driver.declineOffer([o["id"] for o in _offer_events_between(fw, 0)[-2:]], {"refuse_seconds": 0})
-    wait_for(lambda: len([n for n, _ in fw.log.events[mark:] if n == "heartbeat"]) >= 2, message="two heartbeats")
+    wait_for(lambda: len([n for n, _ in fw.log.events[mark:] if n == "heartbeat"]) >= 2, what="two heartbeats")
     assert _offer_events_between(fw, mark) == []
     started = time.monotonic()
     fw.driver.reviveOffers()

@@ -20,7 +20,7 @@ def test_unacknowledged_update_is_resent_and_blocks_later_ones(
     fw.driver.launchTasks([offer["id"]], [task])
     first = fw.status("t1", "TASK_RUNNING")
     # Not acknowledged: the agent resends the same update (same uuid); TASK_FINISHED waits behind it.
-    wait_for(lambda: len(fw.log.statuses("t1")) >= 3, message="two resends")
+    wait_for(lambda: len(fw.log.statuses("t1")) >= 3, what="two resends")
     assert set(fw.log.statuses("t1")) == {"TASK_RUNNING"}
     assert {s["uuid"] for (s,) in fw.log.of("statusUpdate")} == {first["uuid"]}
     mark = fw.log.mark()
@@ -39,7 +39,7 @@ def test_executor_exit_fails_its_tasks_and_reports_failure(
     failed = fw.status("t1", "TASK_FAILED")
     assert failed["reason"] == "REASON_EXECUTOR_TERMINATED" and failed["source"] == "SOURCE_AGENT"
     assert fw.log.wait_for("executorLost")[2] == 3 << 8  # a wait status: exit code 3
-    wait_for(lambda: not control.containers(), message="container gone")
+    wait_for(lambda: not control.containers(), what="container gone")
 
 
 def test_fetch_failure_fails_the_launch(frameworks: Callable[..., RecordedFramework], bundle_url: str) -> None:
@@ -111,7 +111,7 @@ def test_registration_timeout_and_kill_before_delivery(tmp_path: Path) -> None:
                 [offer["id"]],
                 [task_info("killed", offer, executor=silent), task_info("timed-out", offer, executor=never)],
             )
-            wait_for(lambda: len(standin.control.containers()) == 2, message="two containers")
+            wait_for(lambda: len(standin.control.containers()) == 2, what="two containers")
             fw.driver.killTask({"value": "killed"})
             killed = fw.status("killed", "TASK_KILLED")
             assert killed["reason"] == "REASON_TASK_KILLED_DURING_LAUNCH" and killed["source"] == "SOURCE_AGENT"
@@ -121,7 +121,7 @@ def test_registration_timeout_and_kill_before_delivery(tmp_path: Path) -> None:
                 lambda: {a[0]["value"] for a in fw.log.of("executorLost")} == {"silent", "never"},
                 message="both executors lost",
             )
-            wait_for(lambda: not standin.control.containers(), message="containers destroyed")
+            wait_for(lambda: not standin.control.containers(), what="containers destroyed")
         finally:
             fw.stop()
 

@@ -14,40 +14,25 @@ import select
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import TypeVar
 
 from tests.mesos_standin.control import Control
+from tests.support.timeouts import scaled, scaled_text, wait_for
+
+__all__ = ["FAST", "StandIn", "process_alive", "wait_for"]  # wait_for: the suite's one wait, kept importable here
 
 ROOT = Path(__file__).resolve().parents[2]
-T = TypeVar("T")
 
 FAST = {
-    "--heartbeat-interval": "0.5",
-    "--allocation-interval": "0.1",
-    "--agent-unreachable-timeout": "0.5",
-    "--status-update-retry-interval": "0.5",
-    "--executor-shutdown-grace-period": "2",
-    "--executor-registration-timeout": "20",
+    "--heartbeat-interval": scaled_text(0.5),
+    "--allocation-interval": scaled_text(0.1),
+    "--agent-unreachable-timeout": scaled_text(0.5),
+    "--status-update-retry-interval": scaled_text(0.5),
+    "--executor-shutdown-grace-period": scaled_text(2),
+    "--executor-registration-timeout": scaled_text(20),
 }
-"""Settings that keep tests quick; any flag can be overridden."""
-
-
-def wait_for(condition: Callable[[], T | None], timeout: float = 10.0, message: str = "condition") -> T:
-    """Poll ``condition`` until it returns something truthy; AssertionError after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    delay = 0.005
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {message}")
-        time.sleep(delay)
-        delay = min(delay * 2, 0.1)
+"""Settings that keep tests quick, stretched by the suite's timeout scale; any flag can be overridden."""
 
 
 def process_alive(pid: int) -> bool:
@@ -87,13 +72,13 @@ class StandIn:
         return Control(self.master)
 
     def start(self, timeout: float = 20.0) -> StandIn:
-        """Start and wait for the ready line."""
+        """Start and wait for the ready line (``timeout`` in base seconds)."""
         self.work_dir.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(self.args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=log)
         assert self.process.stdout is not None
-        ready, _, _ = select.select([self.process.stdout], [], [], timeout)
+        ready, _, _ = select.select([self.process.stdout], [], [], scaled(timeout))
         line = self.process.stdout.readline() if ready else b""
         if not line:
             self.stop()
@@ -112,7 +97,7 @@ class StandIn:
         if process is not None and process.poll() is None:
             process.send_signal(signal.SIGTERM)
             try:
-                process.wait(timeout)
+                process.wait(scaled(timeout))
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(5)

@@ -10,6 +10,8 @@ import time
 import uuid
 from pathlib import Path
 
+from tests.support.timeouts import scaled
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -29,18 +31,19 @@ class GatewayProcess:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 30.0) -> GatewayProcess:
-        """Start and wait until the gateway has subscribed."""
+        """Start and wait (``timeout`` in base seconds) until the gateway has subscribed."""
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(self.args, cwd=ROOT, env=self.env, stdout=log, stderr=log)
+        timeout = scaled(timeout)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if "serving " in self.log()[offset:]:
                 return self
             if self.process.poll() is not None:
                 raise AssertionError(f"gateway exited with {self.process.returncode}:\n{self.log()[offset:]}")
-            time.sleep(0.02)
-        raise AssertionError(f"gateway not ready within {timeout} s:\n{self.log()[offset:]}")
+            time.sleep(0.02)  # a poll interval inside a bounded wait
+        raise AssertionError(f"gateway not ready within {timeout:g} s:\n{self.log()[offset:]}")
 
     def log(self) -> str:
         """Everything the gateway logged so far."""
@@ -55,7 +58,7 @@ class GatewayProcess:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
             try:
-                return process.wait(timeout)
+                return process.wait(scaled(timeout))
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(5)

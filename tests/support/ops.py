@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 from typing import TypeVar
 
 from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support import timeouts
+from tests.support.timeouts import scaled
 
 T = TypeVar("T")
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -17,7 +19,7 @@ Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 def get(port: int, path: str, timeout: float = 3.0) -> tuple[int, str]:
     """Status and body of ``GET http://127.0.0.1:port/path``; raises ``OSError`` when nothing answers."""
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as response:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=scaled(timeout)) as response:
             return int(response.status), response.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode()
@@ -40,18 +42,8 @@ def value(samples: Samples, name: str, **labels: str) -> float:
 
 
 def wait_for(condition: Callable[[], T | None], timeout: float, what: str) -> T:
-    """Poll ``condition`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            result = condition()
-        except OSError:
-            result = None
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
+    """:func:`tests.support.timeouts.wait_for`, with an endpoint that does not answer yet (``OSError``) as "not yet"."""
+    return timeouts.wait_for(condition, timeout, what, ignore=(OSError,))
 
 
 def status_of(port: int, path: str) -> int | None:

@@ -16,6 +16,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from tests.support.timeouts import scaled
+
 
 def reply_topic_for(device_id: str) -> str:
     """A fresh reply topic inside ``device_id``'s default reply space (the gateway refuses others)."""
@@ -87,10 +89,10 @@ class Probe:
         self.received.put(Received(msg.topic, bytes(msg.payload), msg.qos, corr, bool(msg.retain)))
 
     def subscribe(self, topic: str, qos: int = 1, timeout: float = 5.0) -> None:
-        """Subscribe and wait for the SUBACK."""
+        """Subscribe and wait for the SUBACK (``timeout`` in base seconds, as every wait here)."""
         self._subscribed.clear()
         self.client.subscribe(topic, qos)
-        assert self._subscribed.wait(timeout), f"no SUBACK for {topic}"
+        assert self._subscribed.wait(scaled(timeout)), f"no SUBACK for {topic}"
 
     def publish(
         self,
@@ -113,7 +115,7 @@ class Probe:
             if expiry is not None:
                 props.MessageExpiryInterval = expiry
         info = self.client.publish(topic, payload, qos=qos, properties=props)
-        info.wait_for_publish(5.0)
+        info.wait_for_publish(scaled(5.0))
 
     def request(
         self,
@@ -137,13 +139,14 @@ class Probe:
 
     def wait_for(self, topic: str, timeout: float = 10.0) -> Received:
         """The next message on ``topic``; other messages are kept for later calls."""
-        deadline = time.monotonic() + timeout
+        limit = scaled(timeout)
+        deadline = time.monotonic() + limit
         kept: list[Received] = []
         try:
             while True:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise AssertionError(f"no message on {topic!r} within {timeout} s")
+                    raise AssertionError(f"no message on {topic!r} within {limit:g} s")
                 try:
                     msg = self.received.get(timeout=left)
                 except queue.Empty:

@@ -22,6 +22,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from tests.support.probe import device_of
+from tests.support.timeouts import scaled
 
 #: Builds request ``n``: (topic, arguments).
 RequestMaker = Callable[[int], tuple[str, dict[str, Any]]]
@@ -97,11 +98,11 @@ class StreamingDevice:
             self.sent = n + 1
 
     def wait(self, condition: Callable[[], bool], timeout: float, what: str) -> None:
-        """Poll ``condition`` until true or fail naming ``what``."""
-        deadline = time.monotonic() + timeout
+        """Poll ``condition`` until true (``timeout`` in base seconds) or fail naming ``what``."""
+        deadline = time.monotonic() + scaled(timeout)
         while not condition():
             assert time.monotonic() < deadline, f"timed out on {what} (sent {self.sent}, answered {self.answered})"
-            time.sleep(0.01)
+            time.sleep(0.01)  # a poll interval inside a bounded wait
 
     def close(self) -> None:
         """Stop streaming and disconnect."""
