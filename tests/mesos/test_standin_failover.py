@@ -67,7 +67,7 @@ def test_failover_timeout_removes_the_framework_for_good(standin: StandIn, contr
     first.close()
     wait_for(
         lambda: any(f["id"] == framework_id["value"] for f in control.state()["completed_frameworks"]),
-        message="framework removed after its failover timeout",
+        what="framework removed after its failover timeout",
     )
     again = RawSubscription.scheduler(standin.master, {**INFO, "id": framework_id})
     assert again.status == 200

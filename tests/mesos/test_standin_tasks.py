@@ -119,7 +119,7 @@ def test_registration_timeout_and_kill_before_delivery(tmp_path: Path) -> None:
             assert timed_out["reason"] == "REASON_EXECUTOR_REGISTRATION_TIMEOUT"
             wait_for(
                 lambda: {a[0]["value"] for a in fw.log.of("executorLost")} == {"silent", "never"},
-                message="both executors lost",
+                what="both executors lost",
             )
             wait_for(lambda: not standin.control.containers(), what="containers destroyed")
         finally:
