@@ -1,11 +1,15 @@
 # Roost: `make demo` runs the gateway's demo, `make test` runs every check.
 # Both install what is missing first (apt packages, then .venv).
-PY     ?= python3
-VENV   := .venv
-BIN    := $(VENV)/bin
-SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# pytest-xdist workers (the suite waits on brokers and processes more than on the CPU), and
+# the Pythons test-matrix runs the suite on.
+WORKERS ?= 2
+MATRIX  ?= 3.11 3.13
 
-.PHONY: demo demo-mesos test quick lint bench system-deps deps clean
+.PHONY: demo demo-mesos test test-busy test-matrix quick lint bench system-deps deps clean
 
 demo: deps                    ## private mosquitto + gateway + a demo client
 	$(BIN)/roost demo
@@ -14,10 +18,16 @@ demo-mesos: deps              ## Mesos stand-in with two agents + the gateway on
 	$(BIN)/python examples/mesos_demo.py
 
 test: deps lint               ## the whole suite (what .ci/run runs)
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(WORKERS)
+
+test-busy: system-deps        ## make test beside one busy process per core; RUNS=5 FRESH=--fresh for fresh clones
+	tests/stress.sh $(or $(RUNS),1) $(FRESH)
+
+test-matrix: system-deps      ## the suite on each Python of MATRIX, each in its own .venv-X.Y
+	@for version in $(MATRIX); do tests/matrix.sh $$version -n $(WORKERS) || exit 1; done
 
 quick: deps                   ## fast local iteration: unit and fast integration tests
-	$(BIN)/pytest -m "not slow" -x -q
+	$(BIN)/pytest -m "not slow" -x -q -n $(WORKERS)
 
 lint: deps
 	$(BIN)/ruff check .
@@ -48,4 +58,4 @@ $(VENV)/.installed: pyproject.toml shims/http-parser/pyproject.toml
 	touch $@
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(VENV)-* .mypy_cache .pytest_cache .ruff_cache

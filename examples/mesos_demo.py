@@ -64,10 +64,11 @@ def main() -> int:
 
 
 def start_gateway(broker: str, master: str, work: Path) -> subprocess.Popen[bytes]:
-    """``roost run`` with the mesos executor; its framework id and bundles live in the scratch directory."""
+    """``roost run`` with the mesos executor; framework id, durable queue and bundles go in the scratch directory."""
     env = dict(
         os.environ,
         PYTHONPATH=str(ROOT),
+        ROOST_DURABLE__PATH=str(work / "queue.sqlite3"),
         ROOST_MESOS__STATE_FILE=str(work / "framework.json"),
         ROOST_MESOS__BUNDLE_DIR=str(work / "bundles"),
     )

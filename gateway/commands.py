@@ -8,7 +8,9 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -125,11 +127,12 @@ def demo_command(ns: argparse.Namespace) -> int:
     from gateway.devbroker import LocalBroker
 
     console = Console()
-    with LocalBroker() as broker:
+    # The demo's gateway keeps its durable queue in a scratch directory, removed at the end: the demo leaves nothing.
+    with LocalBroker() as broker, tempfile.TemporaryDirectory(prefix="roost-demo-") as scratch:
         console.print(
             f"[bold]broker[/bold] mosquitto on {broker.address} (pid {broker.process and broker.process.pid})"
         )
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", ROOST_DURABLE__PATH=str(Path(scratch) / "queue.sqlite3"))
         gateway = subprocess.Popen(
             [
                 sys.executable,

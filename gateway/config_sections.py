@@ -6,6 +6,7 @@ puts them together into :class:`~gateway.config.Settings` and loads them.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Literal
@@ -93,7 +94,7 @@ class DurableSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     enabled: bool = True
-    # Default: ~/.local/state/roost/<client_id>.queue.sqlite3, one file per gateway identity.
+    # Default: $XDG_STATE_HOME/roost/<client_id>.queue.sqlite3 (~/.local/state/...), one file per gateway identity.
     path: Path | None = None
     # normal: survives a crash of the gateway (not of the machine) at ~0.1 ms per commit; full: fsync each commit.
     synchronous: Literal["normal", "full"] = "normal"
@@ -119,7 +120,10 @@ class MetricsSettings(BaseModel):
 
 
 def _state_home() -> Path:
-    return Path.home() / ".local" / "state" / "roost"
+    """Where a gateway keeps its state by default: ``$XDG_STATE_HOME/roost``, else ``~/.local/state/roost``."""
+    base = os.environ.get("XDG_STATE_HOME", "")
+    # The XDG base directory spec: a relative path is invalid and is ignored.
+    return (Path(base) if os.path.isabs(base) else Path.home() / ".local" / "state") / "roost"
 
 
 class MesosSettings(BaseModel):

@@ -1,7 +1,16 @@
-"""Shared fixtures: a real mosquitto per test session and real gateway processes."""
+"""Shared fixtures: a real mosquitto per test session and real gateway processes.
+
+The whole run (this process, every gateway, worker and tool it starts) has a scratch
+``HOME`` and ``XDG_STATE_HOME``, removed at the end: whatever a default setting writes
+into a user's home (the durable queue, the Mesos framework id, caches of libraries)
+lands there and not in the real one.
+"""
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -10,6 +19,23 @@ import pytest
 from gateway.devbroker import LocalBroker, lease_port
 from tests.support.gateway_process import GatewayProcess
 from tests.support.probe import Probe
+
+_HOME = pytest.StashKey[Path]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Point ``HOME`` and ``XDG_STATE_HOME`` at a scratch directory for the run."""
+    home = Path(tempfile.mkdtemp(prefix="roost-test-home-"))
+    config.stash[_HOME] = home
+    os.environ["HOME"] = str(home)
+    os.environ["XDG_STATE_HOME"] = str(home / ".local" / "state")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Remove the scratch home."""
+    home = config.stash.get(_HOME, None)
+    if home is not None:
+        shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,8 @@
-"""A throwaway test CA, a server certificate for 127.0.0.1 and a client certificate (``openssl`` CLI)."""
+"""A throwaway test CA, a server certificate for 127.0.0.1 and a client certificate (``openssl`` CLI).
+
+The certificates carry the extensions a strict verifier asks for (Python 3.13 turns on
+``VERIFY_X509_STRICT``): key usage on the CA, key identifiers on every certificate.
+"""
 
 from __future__ import annotations
 
@@ -26,6 +30,8 @@ def _openssl(*args: str, cwd: Path) -> None:
 def _ca(directory: Path, name: str) -> tuple[Path, Path]:
     key, cert = directory / f"{name}.key", directory / f"{name}.crt"
     _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN={name}",
+             "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+             "-addext", "subjectKeyIdentifier=hash",
              "-keyout", str(key), "-out", str(cert), cwd=directory)  # fmt: skip
     return cert, key
 
@@ -33,7 +39,10 @@ def _ca(directory: Path, name: str) -> tuple[Path, Path]:
 def _signed(directory: Path, name: str, ca: tuple[Path, Path], extensions: str) -> tuple[Path, Path]:
     key, csr, cert = directory / f"{name}.key", directory / f"{name}.csr", directory / f"{name}.crt"
     ext = directory / f"{name}.ext"
-    ext.write_text(extensions)
+    ext.write_text(
+        "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
+        "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid,issuer\n" + extensions
+    )
     _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}", "-keyout", str(key), "-out", str(csr),
              cwd=directory)  # fmt: skip
     _openssl("x509", "-req", "-in", str(csr), "-CA", str(ca[0]), "-CAkey", str(ca[1]), "-CAcreateserial",
