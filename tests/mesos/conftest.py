@@ -13,9 +13,11 @@ from typing import Any
 
 import pytest
 
+from gateway.devbroker import lease_port
 from tests.mesos_standin.control import Control
 from tests.mesos_standin.harness import StandIn
 from tests.mesos_standin.recorder import RecordedFramework
+from tests.support.timeouts import scaled
 
 EXECUTOR_SCRIPT = Path(__file__).with_name("standin_executor.py")
 
@@ -70,4 +72,14 @@ def bundle_url(tmp_path: Path) -> Iterator[str]:
         server.shutdown()
         server.server_close()
         with contextlib.suppress(RuntimeError):
-            thread.join(5)
+            thread.join(scaled(5))
+
+
+@pytest.fixture
+def metrics_port() -> Iterator[int]:
+    """A port on 127.0.0.1 leased to this test for a gateway's operations endpoint (``/metrics``).
+
+    Leased like ``free_port`` (tests/conftest.py), and beside it: a test may need both (a master's port too).
+    """
+    with lease_port() as lease:
+        yield lease.port

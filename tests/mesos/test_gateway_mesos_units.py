@@ -17,6 +17,7 @@ from gateway.executors import framing
 from gateway.executors.framing import ReplyKind
 from gateway.executors.mesos import bundle, tasks, wire
 from gateway.registry import Router
+from tests.support.timeouts import scaled
 
 
 def test_channel_frames_round_trip_through_the_frame_reader() -> None:
@@ -138,13 +139,43 @@ def test_bundle_holds_the_app_its_dependencies_and_is_reused_while_unchanged(bui
     assert again.path == built.path and again.digest == built.digest
 
 
+def test_bundle_carries_what_a_function_module_imports_from_elsewhere_in_its_project(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project = tmp_path / "src" / "edgeapp"
+    for directory, source in {
+        "": "",
+        "functions": "from edgeapp.common import units\nfrom ..common.deep import helper\n",
+        "common": "",
+        "common/deep": "",
+        "unused": "",
+    }.items():
+        (project / directory).mkdir(parents=True, exist_ok=True)
+        (project / directory / "__init__.py").write_text(source)
+    (project / "common" / "units.py").write_text("def celsius(f):\n    from . import tables\n    return f\n")
+    (project / "common" / "tables.py").write_text("")
+    (project / "common" / "deep" / "helper.py").write_text("import json\n")
+    (project / "unused" / "other.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path / "src"))
+    with tarfile.open(bundle.build(["edgeapp.functions"], tmp_path / "bundles").path) as tar:
+        names = {name.removeprefix("roost/app/") for name in tar.getnames() if name.startswith("roost/app/edgeapp")}
+    assert names == {
+        "edgeapp/__init__.py", "edgeapp/functions/__init__.py", "edgeapp/common/__init__.py",
+        "edgeapp/common/units.py", "edgeapp/common/tables.py", "edgeapp/common/deep/__init__.py",
+        "edgeapp/common/deep/helper.py",
+    }  # fmt: skip
+
+
 def test_bundle_refuses_a_python_of_another_version(built: bundle.Bundle, tmp_path: Path) -> None:
     with tarfile.open(built.path) as tar:
         tar.extractall(tmp_path, filter="data")
     manifest = tmp_path / "roost" / "manifest.json"
     manifest.write_text(json.dumps({"python": [2, 7]}))
     done = subprocess.run(
-        [sys.executable, "-I", "-S", str(tmp_path / "roost" / "boot.py")], capture_output=True, text=True, timeout=30
+        [sys.executable, "-I", "-S", str(tmp_path / "roost" / "boot.py")],
+        capture_output=True,
+        text=True,
+        timeout=scaled(30),
     )
     assert done.returncode == 2
     assert "the bundle was built for Python 2.7 (its compiled dependencies need it)" in done.stderr

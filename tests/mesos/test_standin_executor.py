@@ -10,7 +10,8 @@ from typing import Any
 from pymesos import decode_data, encode_data
 
 from tests.mesos_standin.control import Control
-from tests.mesos_standin.harness import StandIn, process_alive, wait_for
+from tests.mesos_standin.harness import FAST, StandIn, process_alive, wait_for
+from tests.mesos_standin.protocol import format_duration
 from tests.mesos_standin.recorder import RecordedFramework
 from tests.mesos_standin.tasks import decode, executor_info, task_info
 
@@ -50,7 +51,8 @@ def test_executor_runs_in_own_session_with_agent_environment_and_sandbox(
     assert env.keys() >= MESOS_VARIABLES
     assert env["MESOS_FRAMEWORK_ID"] == fw.id and env["MESOS_EXECUTOR_ID"] == "exec-env"
     assert env["MESOS_SLAVE_ID"] == offer["agent_id"]["value"]
-    assert env["MESOS_CHECKPOINT"] == "1" and env["MESOS_EXECUTOR_SHUTDOWN_GRACE_PERIOD"] == "2secs"
+    grace = format_duration(float(FAST["--executor-shutdown-grace-period"]))  # "2secs", times the timeout scale
+    assert env["MESOS_CHECKPOINT"] == "1" and env["MESOS_EXECUTOR_SHUTDOWN_GRACE_PERIOD"] == grace
     agent = next(a for a in standin.agents if a["id"] == offer["agent_id"]["value"])
     assert env["MESOS_AGENT_ENDPOINT"] == agent["endpoint"]
     assert env["ROOST_TEST"] == "1"

@@ -11,6 +11,7 @@ from tests.mesos_standin.harness import StandIn, process_alive, wait_for
 from tests.mesos_standin.rawclient import RawSubscription
 from tests.mesos_standin.recorder import RecordedFramework
 from tests.mesos_standin.tasks import decode, executor_info, task_info
+from tests.support.timeouts import scaled
 
 INFO = {"user": "roost", "name": "raw", "failover_timeout": 60.0}
 
@@ -60,7 +61,7 @@ def test_resubscription_fails_over_the_old_stream(
 
 
 def test_failover_timeout_removes_the_framework_for_good(standin: StandIn, control: Control) -> None:
-    first = RawSubscription.scheduler(standin.master, {**INFO, "failover_timeout": 0.3})
+    first = RawSubscription.scheduler(standin.master, {**INFO, "failover_timeout": scaled(0.3)})
     subscribed = first.next_event()
     assert subscribed is not None
     framework_id = subscribed["subscribed"]["framework_id"]

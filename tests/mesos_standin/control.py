@@ -12,7 +12,9 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlencode
 
-TIMEOUT = 10.0
+from tests.support.timeouts import scaled
+
+TIMEOUT = 10.0  # base seconds for one request, stretched by the suite's timeout scale
 
 
 class ControlError(Exception):
@@ -29,7 +31,7 @@ class Control:
 
     def _request(self, method: str, path: str, params: Mapping[str, object] | None = None) -> Any:
         query = "?" + urlencode({k: v for k, v in (params or {}).items() if v is not None}) if params else ""
-        connection = http.client.HTTPConnection(self._host, self._port, timeout=TIMEOUT)
+        connection = http.client.HTTPConnection(self._host, self._port, timeout=scaled(TIMEOUT))
         try:
             connection.request(method, path + query, headers={"Connection": "close"})
             response = connection.getresponse()

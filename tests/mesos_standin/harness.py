@@ -100,7 +100,7 @@ class StandIn:
                 process.wait(scaled(timeout))
             except subprocess.TimeoutExpired:
                 process.kill()
-                process.wait(5)
+                process.wait(scaled(5))
         if process is not None and process.stdout is not None:
             process.stdout.close()
         for pid_file in (self.work_dir / "pids").glob("*"):

@@ -142,6 +142,7 @@ class Master:
             self.remove_offer(offer, rescind=False)
         subscription = Subscription(stream, stream_id)
         framework.subscription = subscription
+        framework.subscriptions += 1
         stream.on_close(lambda: self._stream_closed(framework, subscription))
         subscribed = {
             "framework_id": ident(framework.id),

@@ -3,7 +3,8 @@
 pymesos reconnects at once after an ERROR or a dropped stream and raises on any 4xx, which is
 right for a scheduler but useless for checking the master's answers. This client sends exactly
 one SUBSCRIBE and reads the raw event stream (through the ``http_parser`` shim, as pymesos does),
-and sends single calls with chosen headers.
+and sends single calls with chosen headers. Timeouts are in base seconds, stretched by the suite's
+timeout scale (``tests.support.timeouts``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 from http_parser.http import HttpParser
 
 from tests.mesos_standin import recordio
+from tests.support.timeouts import scaled
 
 
 def call(
@@ -37,7 +39,7 @@ def call(
     if stream_id is not None:
         headers["Mesos-Stream-Id"] = stream_id
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    connection = http.client.HTTPConnection(host, int(port), timeout=10)
+    connection = http.client.HTTPConnection(host, int(port), timeout=scaled(10))
     try:
         connection.request(method, path, body=data, headers=headers)
         response = connection.getresponse()
@@ -69,13 +71,13 @@ class RawSubscription:
             f"Content-Length: {len(data)}",
         ]
         head += [f"{name}: {value}" for name, value in (extra_headers or {}).items()]
-        self.socket = socket.create_connection((host, int(port)), timeout=10)
+        self.socket = socket.create_connection((host, int(port)), timeout=scaled(10))
         self.socket.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + data)
         self.parser = HttpParser()
         self._decoder = recordio.Decoder()
         self._pending: list[dict[str, Any]] = []
         self.closed = False
-        while not self.parser.is_headers_complete() and self._receive(10.0):
+        while not self.parser.is_headers_complete() and self._receive(scaled(10.0)):
             pass
 
     @classmethod
@@ -125,8 +127,8 @@ class RawSubscription:
         return True
 
     def next_event(self, timeout: float = 10.0, skip_heartbeats: bool = False) -> dict[str, Any] | None:
-        """The next event; None when the stream ended or nothing came within ``timeout``."""
-        deadline = time.monotonic() + timeout
+        """The next event; None when the stream ended or nothing came within ``timeout`` (base seconds)."""
+        deadline = time.monotonic() + scaled(timeout)
         while True:
             while self._pending:
                 event = self._pending.pop(0)
@@ -138,10 +140,10 @@ class RawSubscription:
             self._receive(remaining)
 
     def body(self, timeout: float = 5.0) -> str:
-        """The whole body of a non-streaming (error) answer."""
-        deadline = time.monotonic() + timeout
+        """The whole body of a non-streaming (error) answer, read for at most ``timeout`` (base seconds)."""
+        deadline = time.monotonic() + scaled(timeout)
         chunks = [self.parser.recv_body()]
-        while not self.parser.is_message_complete() and time.monotonic() < deadline and self._receive(1.0):
+        while not self.parser.is_message_complete() and time.monotonic() < deadline and self._receive(scaled(1.0)):
             chunks.append(self.parser.recv_body())
         return b"".join(chunks).decode(errors="replace")
 

@@ -2,8 +2,9 @@
 
 The callbacks hand off and never raise (an exception in a pymesos callback kills the driver and
 interrupts the main thread, i.e. the test runner). Tests react from their own thread: wait for
-an event, then call the driver, which is thread-safe. Import this module on the main thread:
-importing pymesos installs a SIGINT handler (MESOS_API.md quirk 1).
+an event, then call the driver, which is thread-safe. Every wait takes its timeout in base seconds,
+stretched by the suite's timeout scale (``tests.support.timeouts``). Import this module on the main
+thread: importing pymesos installs a SIGINT handler (MESOS_API.md quirk 1).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import pymesos
+
+from tests.support.timeouts import scaled
 
 T = TypeVar("T")
 
@@ -41,12 +44,13 @@ class EventLog:
     def wait(
         self, find: Callable[[list[tuple[str, tuple[Any, ...]]]], T | None], timeout: float = 10.0, what: str = "event"
     ) -> T:
-        """Block until ``find(events)`` returns something truthy; AssertionError after ``timeout``."""
+        """Block until ``find(events)`` returns something truthy; AssertionError after ``timeout`` (base seconds)."""
+        limit = scaled(timeout)
         with self._condition:
-            found = self._condition.wait_for(lambda: find(self.events), timeout)
+            found = self._condition.wait_for(lambda: find(self.events), limit)
             if not found:
                 names = [name for name, _ in self.events][-30:]
-                raise AssertionError(f"timed out after {timeout} s waiting for {what}; last callbacks: {names}")
+                raise AssertionError(f"timed out after {limit:g} s waiting for {what}; last callbacks: {names}")
             return found
 
     def wait_for(
@@ -167,7 +171,7 @@ class RecordedFramework:
         self.driver.stop(failover=failover)
         joiner = threading.Thread(target=self.driver.join, daemon=True)
         joiner.start()
-        joiner.join(5)
+        joiner.join(scaled(5))
 
     def offers(self, after: int = 0, count: int = 1, timeout: float = 10.0) -> list[dict[str, Any]]:
         """Wait for offers received after event index ``after`` covering ``count`` agents."""

@@ -15,6 +15,9 @@ from tests.mesos_standin.resources import Resources
 MAX_COMPLETED_TASKS = 1000
 """Like the master's ``--max_completed_tasks_per_framework``."""
 
+MAX_RECONCILIATIONS = 1000
+"""RECONCILE calls a framework's record keeps (the oldest are dropped)."""
+
 
 @dataclass
 class Offer:
@@ -118,6 +121,10 @@ class Framework:
     completed_tasks: deque[Task] = field(default_factory=lambda: deque(maxlen=MAX_COMPLETED_TASKS))
     offers: dict[str, Offer] = field(default_factory=dict)
     executors: dict[str, dict[str, Json]] = field(default_factory=dict)  # agent id -> executor id -> info
+    # Stand-in records for tests (not Mesos state): SUBSCRIBE calls attached, and every RECONCILE call as
+    # {"subscription": the subscription it came on (1 = the first), "tasks": the task ids named, [] = implicit}.
+    subscriptions: int = 0
+    reconciliations: deque[Json] = field(default_factory=lambda: deque(maxlen=MAX_RECONCILIATIONS))
 
     @property
     def connected(self) -> bool:

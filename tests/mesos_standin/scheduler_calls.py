@@ -93,6 +93,8 @@ def _reconcile(master: Master, framework: Framework, body: Json) -> Response:
     tasks = body.get("tasks", [])
     if not isinstance(tasks, list) or not all(isinstance(t, dict) and value_of(t.get("task_id")) for t in tasks):
         return Response.text(400, "Failed to convert JSON into Call protobuf: bad 'reconcile.tasks'")
+    named = [str(value_of(t.get("task_id"))) for t in tasks]
+    framework.reconciliations.append({"subscription": framework.subscriptions, "tasks": named})
     if tasks:
         reconciliation.explicit(master, framework, tasks)
     else:

@@ -3,7 +3,11 @@
 Field names and nesting follow the master's ``/state`` endpoint (``readonly_handler.cpp``):
 resources as flat objects (``{"cpus": 1.0, "mem": 128.0, "ports": "[31000-31000]"}``), ids as
 plain strings, tasks with ``slave_id`` and ``statuses``; only the fields a test or the gateway
-could care about are filled.
+could care about are filled. Fields named ``standin_*`` are the stand-in's own records, not Mesos's:
+a framework's active offer filters, whether it suppressed offers, how many SUBSCRIBE calls it made
+(``standin_subscriptions``, 1 for a framework that never re-subscribed), and its RECONCILE calls in
+order (``standin_reconciliations``: the subscription each came on, the task ids named, ``[]`` for an
+implicit one).
 """
 
 from __future__ import annotations
@@ -123,6 +127,9 @@ def _framework(master: Master, fw: Framework) -> Json:
         "offers": [_offer(offer) for offer in fw.offers.values()],
         "executors": [_executor(info, agent_id) for agent_id, infos in fw.executors.items() for info in infos.values()],
         "standin_filters": master.allocator.describe(fw.id),
+        "standin_suppressed": fw.suppressed,
+        "standin_subscriptions": fw.subscriptions,
+        "standin_reconciliations": list(fw.reconciliations),
     }
     if fw.reregistered_time is not None:
         shown["reregistered_time"] = fw.reregistered_time

@@ -3,7 +3,8 @@
 The pieces (docs/mesos.md has the whole design):
 
 * :mod:`.bundle` builds the archive agents fetch (gateway package, function
-  modules, their dependencies) and serves it over HTTP;
+  modules and what :mod:`.sources` finds they import, their dependencies) and
+  serves it over HTTP;
 * :mod:`.scheduler` and :mod:`.scheduler_callbacks` are the pymesos framework
   (only this package imports pymesos) and :mod:`.placement` keeps
   ``executors`` pool tasks running;
@@ -11,7 +12,10 @@ The pieces (docs/mesos.md has the whole design):
   the executors over a direct TCP channel, with the gateway's call ids, acks
   and resends;
 * :mod:`.executor` is the program that runs on agents: warm local workers,
-  the channel's other end, and pymesos's executor driver.
+  the channel's other end, and pymesos's executor driver;
+* :mod:`.counters` counts what happened (registrations, reconciliations,
+  launches, calls rerun or lost), exported with the pool's state by
+  :meth:`MesosExecutor.gauges` on ``/metrics``.
 
 When no executor has been usable for ``unreachable_after`` seconds the cluster
 counts as unreachable: calls are answered ``unavailable`` at once, or, with
@@ -36,6 +40,7 @@ from gateway.executors.base import Call, Executor
 from gateway.executors.local import LocalExecutor
 from gateway.executors.mesos import bundle
 from gateway.executors.mesos.channel import ChannelServer
+from gateway.executors.mesos.counters import MesosCounters
 from gateway.executors.mesos.framework_state import FrameworkState
 from gateway.executors.mesos.placement import PoolPlacement
 from gateway.executors.mesos.remote_pool import RemotePool
@@ -65,14 +70,16 @@ class MesosExecutor(Executor):
         self._on_fatal = on_fatal
         limits = settings.limits
         mesos = self._mesos
+        self.counters = MesosCounters()
         self._pool = RemotePool(
-            limits.max_queue, mesos.reconnect_grace, mesos.heartbeat, mesos.channel_timeout, mesos.retry_budget
-        )
+            limits.max_queue, mesos.reconnect_grace, mesos.heartbeat, mesos.channel_timeout, mesos.retry_budget,
+            self.counters,
+        )  # fmt: skip
         host, _, port = self._mesos.channel_listen.rpartition(":")
         self._channel = ChannelServer(self._pool, host, int(port), limits.max_result_bytes)
         self._bundle_server: bundle.BundleServer | None = None
         self._state = FrameworkState(self._mesos.state_file)
-        self._placement = PoolPlacement(self._mesos, self._pool, self._state, self._config, self._fatal)
+        self._placement = PoolPlacement(self._mesos, self._pool, self._state, self._config, self._fatal, self.counters)
         self._driver: SchedulerDriver | None = None
         self._keys: frozenset[str] = frozenset()
         self._phase = "new"  # starting, running, stopping, stopped
@@ -102,8 +109,22 @@ class MesosExecutor(Executor):
         return None
 
     def gauges(self) -> dict[str, float]:
-        """Calls waiting for an executor, and executors taking calls."""
-        return {"queued": self._pool.queued, "executors": self._pool.usable(), "unreachable": float(self.unreachable)}
+        """Calls waiting for an executor, executors taking calls, the pool's size, and what happened so far.
+
+        ``pool_target`` is how many pool tasks are wanted now (the elastic pool moves it), ``pool_tasks`` how many
+        are live and ``pool_tasks_running`` how many of those Mesos reported running; the ``*_total`` counters
+        are :class:`~gateway.executors.mesos.counters.MesosCounters`.
+        """
+        pool_tasks = self._placement.tasks.values()
+        return {
+            "queued": self._pool.queued,
+            "executors": self._pool.usable(),
+            "unreachable": float(self.unreachable),
+            "pool_target": self._placement.target,
+            "pool_tasks": len(pool_tasks),
+            "pool_tasks_running": sum(1 for task in pool_tasks if task.state == "TASK_RUNNING"),
+            **self.counters.totals(),
+        }
 
     @property
     def framework_id(self) -> str | None:
@@ -128,9 +149,9 @@ class MesosExecutor(Executor):
             self._placement.bundle_uri = await self._bundle_uri()
             await self._channel.start()
             self._channel.welcome = {"heartbeat": mesos.heartbeat, "channel_timeout": mesos.channel_timeout}
-            self._driver = SchedulerDriver(mesos, self._placement, self._state.load())
+            self._driver = SchedulerDriver(mesos, self._placement, self._state.load(), self.counters)
             self._placement.driver = self._driver
-            self._driver.start(self._loop)
+            await self._driver.start(self._loop)
             self._tick()
             ready = await self._pool.wait_for_executors(
                 mesos.executors, mesos.start_timeout, lambda: self.failure is not None
@@ -234,17 +255,25 @@ class MesosExecutor(Executor):
         self._ticker = self._loop.call_later(self._mesos.heartbeat, self._tick)
 
     def _scale(self) -> None:
-        """The elastic pool: grow while calls wait for a worker; stop one executor idle for ``idle_timeout``."""
+        """The elastic pool: grow while calls wait for a worker; stop one executor idle for ``idle_timeout``.
+
+        While calls wait, no executor counts as idle, not even one without a call: it was launched for them,
+        and calls already pipelined to a busy executor stay there (docs/mesos.md, "Not yet"). So an executor
+        is stopped only once the pool has not been short of workers for ``idle_timeout``, and it had no call
+        for as long.
+        """
         mesos = self._mesos
         if mesos.max_executors is None or self._phase != "running":
             return
+        now = time.monotonic()
         waiting = self._pool.waiting()
         if waiting:
+            for link in self._pool.links():
+                link.last_busy = now
             self._placement.grow(waiting)
             return
         if self._placement.target <= mesos.executors:
             return
-        now = time.monotonic()
         for link in self._pool.links():
             idle = not link.outstanding and now - link.last_busy > mesos.idle_timeout
             if link.usable and not link.dedicated and idle and self._placement.shrink(link.executor_id):

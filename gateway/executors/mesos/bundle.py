@@ -4,7 +4,8 @@ Agents start executors in a clean environment (no virtualenv, no PYTHONPATH),
 so the bundle carries everything the executor and its workers import:
 
 * ``roost/app/``: the ``gateway`` package and the package of every function
-  module, copied from source;
+  module, copied from source, with the modules of the same project it imports
+  from elsewhere (:mod:`.sources` finds them);
 * ``roost/site/``: every file of the installed distributions the executor needs
   (pymesos, msgpack, pydantic), of ``bundle_distributions``, and of everything
   they require, copied from this environment's site-packages by their RECORD;
@@ -26,7 +27,6 @@ from __future__ import annotations
 import hashlib
 import http.server
 import importlib.metadata
-import importlib.util
 import io
 import json
 import logging
@@ -43,12 +43,12 @@ from packaging.utils import canonicalize_name
 
 import gateway
 from gateway.errors import ConfigError
+from gateway.executors.mesos import sources
 
 log = logging.getLogger(__name__)
 
 ROOT = "roost"  # the archive's top directory, and so the bundle's directory in the sandbox
 CORE_DISTRIBUTIONS = ("pymesos", "msgpack", "pydantic", "pydantic-settings", "packaging")  # what executors import
-_SKIP_PARTS = {"__pycache__"}
 
 BOOT = '''\
 """Start the Roost executor from this bundle (run as: python -I -S roost/boot.py)."""
@@ -93,9 +93,11 @@ class Bundle:
 def build(modules: Sequence[str], out_dir: Path, extra_distributions: Sequence[str] = ()) -> Bundle:
     """Build (or reuse, when its contents are unchanged) the bundle for ``modules`` in ``out_dir``."""
     dists = closure([*CORE_DISTRIBUTIONS, *extra_distributions])
-    files = {f"app/{arcname}": source for arcname, source in _package_files(Path(gateway.__file__).parent, "gateway")}
+    files = {
+        f"app/{arcname}": path for arcname, path in sources.package_files(Path(gateway.__file__).parent, "gateway")
+    }
     for reference in modules:
-        files.update(_module_files(reference.partition(":")[0], dists))
+        files.update(sources.module_files(reference.partition(":")[0], dists))
     for dist in dists:
         files.update((f"site/{arcname}", source) for arcname, source in _distribution_files(dist))
     names = tuple(sorted(f"{d.metadata['Name']}=={d.version}" for d in dists))
@@ -147,37 +149,6 @@ def _distribution_files(dist: importlib.metadata.Distribution) -> Iterable[tuple
         source = Path(str(dist.locate_file(entry)))
         if source.is_file():
             yield str(PurePosixPath(*parts)), source
-
-
-def _module_files(name: str, dists: list[importlib.metadata.Distribution]) -> Iterable[tuple[str, Path]]:
-    """The files of a function module's package (its directory, whole) and of its parent packages' ``__init__``."""
-    top = name.partition(".")[0]
-    if top == "gateway" or any(top in (d.read_text("top_level.txt") or "").split() for d in dists):
-        return []
-    spec = importlib.util.find_spec(name)
-    if spec is None or spec.origin is None:
-        raise ConfigError(f"cannot find the function module {name!r} to bundle it")
-    origin = Path(spec.origin)
-    package = name if spec.submodule_search_locations else name.rpartition(".")[0]
-    if not package:  # a top-level module
-        return [(f"app/{origin.name}", origin)]
-    directory = origin.parent
-    files = list(_package_files(directory, package.replace(".", "/")))
-    parent, parts = directory.parent, package.split(".")[:-1]
-    for depth in range(len(parts), 0, -1):
-        init = parent / "__init__.py"
-        if init.is_file():
-            files.append(("/".join(parts[:depth]) + "/__init__.py", init))
-        parent = parent.parent
-    return [(f"app/{arcname}", source) for arcname, source in files]
-
-
-def _package_files(directory: Path, arcdir: str) -> Iterable[tuple[str, Path]]:
-    for source in sorted(directory.rglob("*")):
-        relative = source.relative_to(directory)
-        # Source trees' bytecode may come from another interpreter; the agent's Python writes its own.
-        if source.is_file() and not _SKIP_PARTS & set(relative.parts) and source.suffix != ".pyc":
-            yield f"{arcdir}/{relative.as_posix()}", source
 
 
 def _digest(files: dict[str, Path], manifest: bytes) -> str:

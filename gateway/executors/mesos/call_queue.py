@@ -28,6 +28,7 @@ from gateway.executors.base import Call, next_live, settle
 from gateway.executors.local import PIPELINE
 from gateway.executors.mesos import wire
 from gateway.executors.mesos.channel import ExecutorLink
+from gateway.executors.mesos.counters import MesosCounters
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,8 @@ class Pending:
 class CallQueue:
     """Calls queued for and sent to the executors' links, and their dispatch (see the module docstring)."""
 
-    def __init__(self, max_queue: int, retry_budget: int) -> None:
+    def __init__(self, max_queue: int, retry_budget: int, counters: MesosCounters | None = None) -> None:
+        self.counters = counters if counters is not None else MesosCounters()  # calls rerun and lost
         self._max_queue = max_queue
         self._retry_budget = retry_budget
         self._links: dict[str, ExecutorLink] = {}
@@ -161,10 +163,12 @@ class CallQueue:
         left = None if expires_at is None else expires_at - now
         link.outbox.append(wire.call_frame(pending.call_id, pending.call.timeout, left, pending.pickled))
         link.outstanding[pending.call_id] = pending
+        link.last_busy = now
         link.sent += 1
         link.unacked.append((link.sent, pending))
 
     def _fail_sent(self, link: ExecutorLink, why: str, prefix: bool = True, retry: bool = True) -> None:
+        """Rerun or answer ``link``'s calls: after a loss (``prefix``: logged and counted), or when stopping."""
         calls = list(link.outstanding.values())
         link.outstanding.clear()
         link.unacked.clear()
@@ -184,6 +188,7 @@ class CallQueue:
             else:
                 self._finish(pending, Unavailable(why))
         if again:
+            self.counters.calls_rerun += len(again)
             self._queue.extendleft(reversed(again))  # first in line: they have waited longest
             log.warning(
                 "%d calls of idempotent functions on executor %s go to another executor: %s",
@@ -194,6 +199,7 @@ class CallQueue:
                 self._loop.call_soon(self._dispatch)
         failed = len(calls) - len(again)
         if failed and prefix:
+            self.counters.calls_lost += failed
             log.error("%d calls on executor %s answered unavailable: %s", failed, link.executor_id, why)
 
     def _finish(self, pending: Pending, outcome: bytes | WireError) -> None:

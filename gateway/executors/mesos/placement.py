@@ -29,6 +29,7 @@ from typing import Any
 
 from gateway.config_sections import MesosSettings
 from gateway.executors.mesos import tasks
+from gateway.executors.mesos.counters import MesosCounters
 from gateway.executors.mesos.framework_state import FrameworkState
 from gateway.executors.mesos.isolated import IsolatedTasks
 from gateway.executors.mesos.remote_pool import RemotePool
@@ -68,8 +69,10 @@ class PoolPlacement:
         state: FrameworkState,
         config: Callable[[str, int], ExecutorConfig],
         on_fatal: Callable[[str], None],
+        counters: MesosCounters | None = None,
     ) -> None:
         self.instance = secrets.token_hex(4)
+        self.counters = counters if counters is not None else MesosCounters()
         self._settings = settings
         self._pool = pool
         self._state = state
@@ -97,6 +100,8 @@ class PoolPlacement:
         """Save the id, reconcile, and ask for offers if the pool is not complete."""
         how = "re-registered with" if again else "registered with"
         log.info("%s the Mesos master as framework %s (instance %s)", how, framework_id, self.instance)
+        self.counters.registrations += 1
+        self.counters.reregistrations += int(again)
         try:
             self._state.save(framework_id)
         except OSError as exc:
@@ -108,6 +113,7 @@ class PoolPlacement:
 
     def callback_failed(self, name: str) -> None:
         """An event may be lost: ask the master for the state of every task again."""
+        self.counters.callback_failures += 1
         self._spawn(self._reconcile())
 
     def offers(self, offers: list[Json]) -> None:
@@ -249,6 +255,7 @@ class PoolPlacement:
 
     def _launch_isolated(self, offer: Json, info: Json) -> None:
         assert self.driver is not None
+        self.counters.isolated_tasks_launched += 1
         info["executor"]["framework_id"] = {"value": self.driver.framework_id or ""}
         self._spawn(self._launch_isolated_call(offer["id"], info))
 
@@ -277,6 +284,7 @@ class PoolPlacement:
             self._settings.cpus, self._settings.mem,
         )  # fmt: skip
         self.tasks[ident] = PoolTask(ident, agent_id)
+        self.counters.executors_launched += 1
         self._pool.add_link(ident, token, agent_id)
         log.info("launching pool task %s on agent %s (%s)", ident, agent_id, offer.get("hostname", "?"))
         self._spawn(self._launch_call(ident, offer["id"], info))
@@ -294,6 +302,8 @@ class PoolPlacement:
         task = self.tasks.get(ident)
         if task is not None and task.state == "TASK_STAGING":
             log.warning("no status for pool task %s after %g s; reconciling it", ident, self._settings.start_timeout)
+            self.counters.reconciliations += 1
+            self.counters.tasks_reconciled_explicitly += 1
             self._spawn(self._call("reconcileTasks", [{"task_id": {"value": ident}}]))
 
     async def _reconcile(self) -> None:
@@ -301,6 +311,8 @@ class PoolPlacement:
         # come back); implicit reconciliation and the launch check cover them.
         known = [{"task_id": {"value": t.ident}} for t in self.tasks.values() if t.state != "TASK_STAGING"]
         log.info("reconciling: %d known pool tasks explicitly, then all tasks implicitly", len(known))
+        self.counters.reconciliations += 1
+        self.counters.tasks_reconciled_explicitly += len(known)
         if known:
             await self._call("reconcileTasks", known)
         await self._call("reconcileTasks", [])

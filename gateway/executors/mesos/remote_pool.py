@@ -34,6 +34,7 @@ from gateway.executors.local import PIPELINE
 from gateway.executors.mesos import wire
 from gateway.executors.mesos.call_queue import CallQueue, Pending
 from gateway.executors.mesos.channel import ChannelConnection, ExecutorLink
+from gateway.executors.mesos.counters import MesosCounters
 
 __all__ = ["Pending", "RemotePool"]  # Pending was defined here before the call queue had a module of its own
 
@@ -44,9 +45,15 @@ class RemotePool(CallQueue):
     """The executors' links and the calls queued for and sent to them (see the module docstring)."""
 
     def __init__(
-        self, max_queue: int, reconnect_grace: float, heartbeat: float, channel_timeout: float, retry_budget: int = 0
+        self,
+        max_queue: int,
+        reconnect_grace: float,
+        heartbeat: float,
+        channel_timeout: float,
+        retry_budget: int = 0,
+        counters: MesosCounters | None = None,
     ) -> None:
-        super().__init__(max_queue, retry_budget)
+        super().__init__(max_queue, retry_budget, counters)
         self._grace = reconnect_grace
         self._heartbeat = heartbeat
         self._timeout = channel_timeout
@@ -125,6 +132,7 @@ class RemotePool(CallQueue):
         link.capacity = max(1, int(link.info.get("workers", 1))) * PIPELINE
         link.draining = False
         link.last_busy = time.monotonic()
+        self.counters.executor_connections += 1
         if link.lost_timer is not None:
             link.lost_timer.cancel()
             link.lost_timer = None
@@ -158,6 +166,7 @@ class RemotePool(CallQueue):
     def frames(self, link: ExecutorLink, bodies: list[bytes]) -> None:
         """Settle results, drop acknowledged calls from the resend list, note a drain."""
         outstanding = link.outstanding
+        busy = bool(outstanding)
         for body in bodies:
             kind = body[0]
             if kind == wire.Kind.RESULT:
@@ -180,6 +189,8 @@ class RemotePool(CallQueue):
                 if link.connection is not None:
                     link.connection.close(f"unexpected frame kind {kind}")
                 return
+        if busy:  # its idle time (for the elastic pool) starts at its last result
+            link.last_busy = time.monotonic()
         if self._queue:
             self._dispatch()
 
@@ -218,6 +229,7 @@ class RemotePool(CallQueue):
         for link in self._links.values():
             if link.connection is None and link.outstanding:
                 late = [p for p in link.outstanding.values() if now - p.queued_at > p.call.timeout]
+                self.counters.calls_lost += len(late)
                 for pending in late:
                     del link.outstanding[pending.call_id]
                     self._finish(pending, Unavailable("the Mesos executor running the call is unreachable"))

@@ -3,7 +3,8 @@
 pymesos's callbacks only hand off to the event loop, guarded so that none can
 raise (:mod:`.scheduler_callbacks`); they report to a :class:`SchedulerEvents`.
 Driver calls are blocking HTTP requests, so they run one at a time on a
-dedicated thread, never on the event loop or pymesos's IO thread.
+dedicated thread, never on the event loop or pymesos's IO thread; so does the
+driver's ``start()``, which asks the master for its version over HTTP.
 
 The driver is built with ``failover=True`` and only ever stopped with
 ``stop(failover=True)``: stopping the gateway must not kill the framework,
@@ -38,6 +39,7 @@ import pymesos
 import pymesos.process
 
 from gateway.config_sections import MesosSettings
+from gateway.executors.mesos.counters import MesosCounters
 from gateway.executors.mesos.scheduler_callbacks import SchedulerCallbacks
 from gateway.executors.mesos.tasks import Json, framework_info
 
@@ -46,6 +48,7 @@ log = logging.getLogger(__name__)
 JOIN_TIMEOUT = 10.0
 TIGHT_LOOP_COUNT = 5  # this many disconnections ...
 TIGHT_LOOP_PERIOD = 1.0  # ... less than this many seconds apart on average: a tight reconnect loop
+
 
 class SchedulerEvents(Protocol):
     """What the scheduler reports, on the event loop (ids are plain strings)."""
@@ -84,10 +87,18 @@ class SchedulerDriver:
     driver, the driver is stopped with failover, joined, and a new one subscribes
     with the same framework id (``reregistered``, then reconciliation). The same
     restart, after ``resubscribe_pause``, breaks pymesos's tight reconnect loop
-    (quirk 7): ``disconnected`` more than once a second, several times in a row.
+    (quirk 7): ``disconnected`` more than once a second, several times in a row,
+    as timed on pymesos's thread; a loop pymesos got out of by itself before the
+    restart begins (it subscribed again) is left alone.
     """
 
-    def __init__(self, settings: MesosSettings, events: SchedulerEvents, framework_id: str | None) -> None:
+    def __init__(
+        self,
+        settings: MesosSettings,
+        events: SchedulerEvents,
+        framework_id: str | None,
+        counters: MesosCounters | None = None,
+    ) -> None:
         self._settings = settings
         self._events = events
         self._framework_id = framework_id
@@ -100,7 +111,7 @@ class SchedulerDriver:
         self._watchdog: asyncio.TimerHandle | None = None
         self._restart_task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.restarts = 0  # drivers replaced by the watchdog or the reconnect guard
+        self.counters = counters if counters is not None else MesosCounters()  # silences, loops, restarts
 
     @property
     def framework_id(self) -> str | None:
@@ -110,13 +121,13 @@ class SchedulerDriver:
         value = self._driver.framework_id
         return str(value) if value else self._framework_id
 
-    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+    async def start(self, loop: asyncio.AbstractEventLoop) -> None:
         """Start subscribing (with the saved framework id, if any), supervise the driver, watch the master."""
         self._loop = loop
-        self._start_driver()
+        await self._start_driver()
         self._watch()
 
-    def _start_driver(self) -> None:
+    async def _start_driver(self) -> None:
         assert self._loop is not None
         settings = self._settings
         info = framework_info(
@@ -140,7 +151,9 @@ class SchedulerDriver:
             failover=True,
             timeout=settings.give_up_after,
         )
-        driver.start()
+        # pymesos's start() asks the master for its version with a blocking HTTP request (as long as
+        # give_up_after if the master hangs): never on the event loop.
+        await asyncio.to_thread(driver.start)
         threading.Thread(
             target=self._supervise, args=(driver, callbacks), name="roost-mesos-supervisor", daemon=True
         ).start()
@@ -217,32 +230,50 @@ class SchedulerDriver:
         if callbacks is not None and callbacks.subscribed and not callbacks.stopping and not self._restarting:
             silent = time.monotonic() - callbacks.last_heard
             if silent > settings.missed_heartbeats * settings.master_heartbeat:
-                self._restart(f"nothing heard from the Mesos master for {silent:.1f} s", 0.0)
+                self._restart(f"nothing heard from the Mesos master for {silent:.1f} s", 0.0, loop=False)
         self._watchdog = self._loop.call_later(settings.master_heartbeat / 2, self._watch)
 
-    def disconnected(self, callbacks: SchedulerCallbacks) -> None:
-        """pymesos lost the master; restart the driver after a pause if this keeps happening fast."""
-        if callbacks is not self._callbacks or callbacks.stopping:
+    def disconnected(self, callbacks: SchedulerCallbacks, at: float) -> None:
+        """pymesos lost the master at ``at``; restart the driver after a pause if this keeps happening fast.
+
+        The pace is judged by when the disconnections happened, not by when a busy event loop gets to
+        them; and one that pymesos has recovered from since (it subscribed again, which its thread notes at
+        once and the loop hears later) is over and does not count.
+        """
+        if callbacks is not self._callbacks or callbacks.stopping or callbacks.subscribed:
             return
-        now = time.monotonic()
-        self._disconnects.append(now)
+        self._disconnects.append(at)
         count = len(self._disconnects)
-        span = now - self._disconnects[0]
+        span = at - self._disconnects[0]
         if count == TIGHT_LOOP_COUNT and span < count * TIGHT_LOOP_PERIOD:
             self._disconnects.clear()
             why = f"{count} disconnections from the Mesos master in {span:.1f} s (a reconnect loop)"
-            self._restart(why, self._settings.resubscribe_pause)
+            self._restart(why, self._settings.resubscribe_pause, loop=True)
         else:
             log.warning("disconnected from the Mesos master; pymesos is reconnecting")
 
-    def _restart(self, why: str, pause: float) -> None:
+    def _restart(self, why: str, pause: float, loop: bool) -> None:
+        """Replace the driver (see :meth:`_failover`), unless one is being replaced already, or stopped."""
         if self._restarting or self._stopping or self._loop is None:
             return
         self._restarting = True
-        self._restart_task = self._loop.create_task(self._failover(why, pause))
+        self._restart_task = self._loop.create_task(self._failover(why, pause, loop))
 
-    async def _failover(self, why: str, pause: float) -> None:
+    async def _failover(self, why: str, pause: float, loop: bool) -> None:
+        """Stop the driver with failover, wait ``pause``, start a new one with the same framework id.
+
+        For a reconnect ``loop``, not if pymesos has subscribed again by the time this runs: the loop is
+        over, and stopping its driver now would only break a working subscription.
+        """
         try:
+            callbacks = self._callbacks
+            if loop and callbacks is not None and callbacks.subscribed:
+                log.info("%s, but pymesos has subscribed again since: its driver stays", why)
+                return
+            if loop:
+                self.counters.reconnect_loops += 1
+            else:
+                self.counters.master_silences += 1
             log.warning(
                 "%s: stopping the scheduler driver (failover) and subscribing again as framework %s%s",
                 why, self.framework_id, f" in {pause:g} s" if pause else "",
@@ -251,7 +282,7 @@ class SchedulerDriver:
             if pause:
                 await asyncio.sleep(pause)  # a backoff against a master that keeps refusing, not synchronisation
             if not self._stopping:
-                self.restarts += 1
-                self._start_driver()
+                self.counters.driver_restarts += 1
+                await self._start_driver()
         finally:
             self._restarting = False

@@ -110,7 +110,7 @@ class SchedulerCallbacks(pymesos.Scheduler):  # type: ignore[misc]  # pymesos is
         """pymesos reconnects by itself, at once after a 503 or a closed stream: the owner watches the pace."""
         self.subscribed = False
         if not self.stopping:
-            self._handoff(self._owner.disconnected, self)
+            self._handoff(self._owner.disconnected, self, time.monotonic())
 
     @_guarded
     def offerRescinded(self, driver: Any, offer_id: Any) -> None:
