@@ -43,6 +43,7 @@ class GatewayProcess:
             if self.process.poll() is not None:
                 raise AssertionError(f"gateway exited with {self.process.returncode}:\n{self.log()[offset:]}")
             time.sleep(0.02)  # a poll interval inside a bounded wait
+        self.kill()  # the test never gets this process to stop: do not leave it running
         raise AssertionError(f"gateway not ready within {timeout:g} s:\n{self.log()[offset:]}")
 
     def log(self) -> str:
@@ -61,7 +62,7 @@ class GatewayProcess:
                 return process.wait(scaled(timeout))
             except subprocess.TimeoutExpired:
                 process.kill()
-                process.wait(5)
+                process.wait(scaled(5))
                 raise AssertionError(f"gateway did not stop on SIGTERM:\n{self.log()[-3000:]}") from None
         return process.returncode
 
@@ -69,5 +70,5 @@ class GatewayProcess:
         """SIGKILL the gateway and its process group children (workers die with the pipe)."""
         if self.process is not None:
             self.process.kill()
-            self.process.wait(5)
+            self.process.wait(scaled(5))
             self.process = None

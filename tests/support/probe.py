@@ -158,14 +158,6 @@ class Probe:
             for msg in kept:
                 self.received.put(msg)
 
-    def expect_nothing(self, within: float) -> None:
-        """Assert that no message arrives for ``within`` seconds."""
-        try:
-            msg = self.received.get(timeout=within)
-        except queue.Empty:
-            return
-        raise AssertionError(f"unexpected message on {msg.topic!r}: {msg.payload!r}")
-
     def nothing_else(self) -> None:
         """Assert that nothing else has arrived: call it after a message that any unwanted one would have preceded."""
         try:

@@ -55,7 +55,7 @@ class StreamingDevice:
         client.connect("127.0.0.1", port, keepalive=10, clean_start=False, properties=props)
         client.loop_start()
         self.client = client
-        assert self._subscribed.wait(10), "no SUBACK for the reply topic"
+        assert self._subscribed.wait(scaled(10)), "no SUBACK for the reply topic"
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         corr = getattr(msg.properties, "CorrelationData", None)
@@ -108,7 +108,7 @@ class StreamingDevice:
         """Stop streaming and disconnect."""
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(10)
+            self._thread.join(scaled(10))
         self.client.disconnect()
         self.client.loop_stop()
 

@@ -13,6 +13,7 @@ The same scale stretches the timers a test hands to the software under test
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import Callable
@@ -75,3 +76,16 @@ def wait_for(
             raise AssertionError(f"timed out after {limit:g} s waiting for {what}")
         time.sleep(delay)  # a poll interval inside a bounded wait, not a wait for time to pass
         delay = min(delay * 2, 0.1)
+
+
+async def until(condition: Callable[[], object], timeout: float = 10.0, what: str = "condition") -> None:
+    """:func:`wait_for` for a test running on an event loop: let the loop run until ``condition()`` holds.
+
+    Polls every millisecond (the loop's own tasks make the condition true between polls).
+    """
+    limit = scaled(timeout)
+    deadline = time.monotonic() + limit
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {limit:g} s waiting for {what}")
+        await asyncio.sleep(0.001)  # a poll interval: hands the loop to the tasks under test
