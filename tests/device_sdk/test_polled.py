@@ -2,7 +2,8 @@
 
 The same code runs under MicroPython in ``test_micropython.py``; here each
 failure (a repeated reply, MemoryError, a dead socket) is made to happen exactly
-when wanted.
+when wanted. Tests of timers (keepalive, back-off) run on a :class:`FakeClock`
+that moves only while the device waits, so they hold however busy the machine.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 import msgpack
 import pytest
 
+from device_sdk import clock
 from device_sdk.errors import CallTimeout, ConnectError, FunctionError, NotConnected
 from device_sdk.polled import PolledDevice
 
@@ -24,6 +26,19 @@ Message = tuple[bytes, bytes]
 def reply(request: dict[str, Any], **body: Any) -> Message:
     """The reply the gateway would send to ``request``."""
     return request["$rt"].encode(), msgpack.packb({**body, "$cid": request["$cid"]})
+
+
+class FakeClock:
+    """The SDK's millisecond clock, moved only by waits (the device's sleeps, the fake socket's idle waits)."""
+
+    def __init__(self) -> None:
+        self.now = 0
+
+    def ticks_ms(self) -> int:
+        return self.now
+
+    def sleep_ms(self, ms: int) -> None:
+        self.now += max(ms, 0)
 
 
 class FakeTransport:
@@ -41,6 +56,7 @@ class FakeTransport:
         self.opens = 0
         self.pings = 0
         self.will: tuple[bytes, bytes, bool] | None = None
+        self.clock: FakeClock | None = None  # when set, an idle wait moves it instead of sleeping
         self._deliver: Callable[[bytes, bytes], None] | None = None
 
     def open(self, on_message: Callable[[bytes, bytes], None], will: tuple[bytes, bytes, bool] | None) -> None:
@@ -52,7 +68,10 @@ class FakeTransport:
     def wait(self, ms: int) -> bool:
         assert self._deliver is not None, "read from a closed connection"
         if not self.incoming:
-            threading.Event().wait(ms / 1000)  # an idle socket
+            if self.clock is not None:
+                self.clock.sleep_ms(ms)
+            else:
+                threading.Event().wait(ms / 1000)  # an idle socket
             return False
         item = self.incoming.popleft()
         if isinstance(item, BaseException):
@@ -84,6 +103,15 @@ class FakeTransport:
 @pytest.fixture
 def fake() -> FakeTransport:
     return FakeTransport()
+
+
+@pytest.fixture
+def fake_clock(fake: FakeTransport, monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    """Put the SDK and the fake transport on a :class:`FakeClock`."""
+    fake.clock = FakeClock()
+    monkeypatch.setattr(clock, "ticks_ms", fake.clock.ticks_ms)
+    monkeypatch.setattr(clock, "sleep_ms", fake.clock.sleep_ms)
+    return fake.clock
 
 
 @pytest.fixture
@@ -158,8 +186,9 @@ def test_a_failed_publish_reconnects_and_sends_once_more(fake: FakeTransport, de
     assert fake.opens == 2 and len(fake.published) == 1
 
 
-def test_unreachable_broker_backs_off_then_recovers(fake: FakeTransport, device: PolledDevice,
+def test_unreachable_broker_backs_off_then_recovers(fake: FakeTransport, fake_clock: FakeClock,
                                                      caplog: pytest.LogCaptureFixture) -> None:
+    device = PolledDevice("broker.invalid", device_id="d1", transport=fake).connect()
     fake.incoming.append(OSError(-1))  # the broker closed the connection
     fake.refuse_open.extend([OSError(111, "refused")] * 2)
     device.poll(0)
@@ -168,10 +197,17 @@ def test_unreachable_broker_backs_off_then_recovers(fake: FakeTransport, device:
         device.publish("devices/d1/event", {"x": 1})  # the first retry fails at once
     with pytest.raises(NotConnected):
         device.publish("devices/d1/event", {"x": 1})  # inside the back-off: no attempt
-    assert "next try in 100 ms" in caplog.text
-    while not device.connected:
-        device.poll(50)  # the second retry (after 200 ms) fails, the third succeeds
-    assert fake.opens == 2 and "next try in 200 ms" in caplog.text
+    assert len(fake.refuse_open) == 1 and "next try in 100 ms" in caplog.text
+    device.poll(100)  # sleeps out the back-off
+    assert len(fake.refuse_open) == 1
+    device.poll(0)  # the second retry fails: the back-off doubles
+    assert not fake.refuse_open and not device.connected and "next try in 200 ms" in caplog.text
+    device.poll(199)
+    device.poll(0)
+    assert not device.connected and fake.opens == 1  # 1 ms to go
+    device.poll(1)
+    device.poll(0)  # the third succeeds
+    assert device.connected and fake.opens == 2
     device.publish("devices/d1/event", {"x": 1})
     assert fake.published[-1][:2] == (b"devices/d1/event", b"\x81\xa1x\x01")
 
@@ -208,10 +244,16 @@ def test_a_full_inbox_drops_messages_with_a_log_line(fake: FakeTransport, caplog
     assert "the inbox is full" in caplog.text
 
 
-def test_idle_connection_is_kept_alive(fake: FakeTransport) -> None:
+def test_idle_connection_is_kept_alive(fake: FakeTransport, fake_clock: FakeClock) -> None:
     device = PolledDevice("broker.invalid", device_id="d1", transport=fake, keepalive=1).connect()
-    device.poll(700)
+    device.poll(499)
+    assert fake.pings == 0
+    device.poll(1)  # half a keepalive since the last packet sent: a ping
     assert fake.pings == 1
+    device.poll(499)
+    assert fake.pings == 1
+    device.poll(1)
+    assert fake.pings == 2
 
 
 def test_connect_close_and_last_will(fake: FakeTransport) -> None:

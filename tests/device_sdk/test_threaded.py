@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -29,6 +29,9 @@ from device_sdk.errors import BadResult
 from tests.device_sdk.programs import ROOT
 from tests.device_sdk.stack import Stack
 from tests.support.probe import Probe
+from tests.support.timeouts import scaled, wait_for
+
+REPLY = scaled(10.0)  # how long a call waits for a reply that comes (call()'s default is 5 s)
 
 
 @pytest.fixture
@@ -38,18 +41,17 @@ def device(stack: Stack, device_id: str) -> Iterator[Device]:
 
 
 def test_call_and_device_id_substitution(device: Device) -> None:
-    assert device.call("devices/{device_id}/add", {"a": 1, "b": 2}) == 3
-    assert device.call("devices/{device_id}/echo", {"value": b"\x00"}) == {
+    assert device.call("devices/{device_id}/add", {"a": 1, "b": 2}, timeout=REPLY) == 3
+    assert device.call("devices/{device_id}/echo", {"value": b"\x00"}, timeout=REPLY) == {
         "device_id": device.device_id,
         "value": b"\x00",
     }
 
 
 def test_many_calls_in_flight(device: Device) -> None:
-    started = time.monotonic()
-    futures = [device.call_async("devices/{device_id}/wait", {"seconds": 0.5}) for _ in range(20)]
-    assert [f.result(10) for f in futures] == ["done"] * 20
-    assert time.monotonic() - started < 5  # one after the other would take 10 s
+    # The gateway answers none of them before all twenty wait there together: one at a time would never end.
+    futures = [device.call_async("devices/{device_id}/gather", {"size": 20}, timeout=REPLY) for _ in range(20)]
+    assert [f.result(REPLY) for f in futures] == [20] * 20
 
 
 @pytest.mark.parametrize(
@@ -66,7 +68,7 @@ def test_many_calls_in_flight(device: Device) -> None:
 def test_error_replies_raise_their_class(device: Device, topic: str, args: dict[str, Any] | None,
                                          error: type[RemoteError]) -> None:
     with pytest.raises(error) as caught:
-        device.call(topic, args)
+        device.call(topic, args, timeout=REPLY)
     assert "Traceback" not in caught.value.message
 
 
@@ -74,7 +76,7 @@ def test_no_reply_is_a_call_timeout_for_call_and_call_async(device: Device) -> N
     with pytest.raises(CallTimeout):
         device.call("nobody/{device_id}", timeout=0.2)
     future = device.call_async("nobody/{device_id}", timeout=0.2)
-    assert isinstance(future.exception(5), CallTimeout)
+    assert isinstance(future.exception(REPLY), CallTimeout)
 
 
 def test_subscriptions_events_and_poll(device: Device) -> None:
@@ -86,12 +88,10 @@ def test_subscriptions_events_and_poll(device: Device) -> None:
         if threading.current_thread() is not threading.main_thread():
             on_handler_thread.set()
 
-    device.subscribe("alerts/{device_id}/temperature", on_alert)
-    for celsius in (20.0, 35.5):
-        device.publish("devices/{device_id}/readings/temperature", {"celsius": celsius})
-    deadline = time.monotonic() + 10
-    while not alerts and time.monotonic() < deadline:
-        device.poll(100)
+    device.subscribe("alerts/{device_id}/temperature", on_alert, timeout=REPLY)
+    for celsius in (20.0, 35.5):  # the cold reading comes first: an alert of it would come first too
+        device.publish("devices/{device_id}/readings/temperature", {"celsius": celsius}, timeout=REPLY)
+    wait_for(lambda: device.poll(100) >= 0 and alerts, 10, "the alert")
     assert alerts == [
         (f"alerts/{device.device_id}/temperature", {"device_id": device.device_id, "celsius": 35.5, "limit": 30.0})
     ]
@@ -100,9 +100,9 @@ def test_subscriptions_events_and_poll(device: Device) -> None:
 
 def test_mqtt_311_convention(stack: Stack, device_id: str) -> None:
     with Device("127.0.0.1", stack.port, device_id=device_id, mqtt_version="3.1.1") as dev:
-        assert dev.call("devices/{device_id}/add", {"a": 2, "b": 2}) == 4
+        assert dev.call("devices/{device_id}/add", {"a": 2, "b": 2}, timeout=REPLY) == 4
         with pytest.raises(NotFound):
-            dev.call("devices/{device_id}/nope")
+            dev.call("devices/{device_id}/nope", timeout=REPLY)
 
 
 def test_a_repeated_reply_resolves_the_call_once(stack: Stack, device_id: str,
@@ -117,11 +117,9 @@ def test_a_repeated_reply_resolves_the_call_once(stack: Stack, device_id: str,
             for value in ("first", "second"):
                 responder.publish(f"roost/replies/{device_id}", msgpack.packb({"result": value}),
                                   correlation_data=request.correlation_data)
-            assert future.result(5) == "first"
-            deadline = time.monotonic() + 5
-            while "repeated or late reply" not in caplog.text:
-                assert time.monotonic() < deadline
-                time.sleep(0.01)
+            assert future.result(REPLY) == "first"
+            # The SDK keeps no count of dropped replies: its log line is what a device's developer sees.
+            wait_for(lambda: "repeated or late reply" in caplog.text, 10, "the second reply to be dropped")
     finally:
         responder.close()
 
@@ -130,7 +128,7 @@ def test_close_fails_waiting_calls(stack: Stack, device_id: str) -> None:
     dev = Device("127.0.0.1", stack.port, device_id=device_id).connect()
     future = dev.call_async("nobody/{device_id}", timeout=30)
     dev.close()
-    assert isinstance(future.exception(5), NotConnected)
+    assert isinstance(future.exception(REPLY), NotConnected)
     assert not dev.connected
     with pytest.raises(NotConnected, match="call connect"):
         dev.call_async("devices/{device_id}/add")
@@ -147,23 +145,18 @@ def test_reconnects_and_subscribes_again_after_a_broker_restart(make_stack: Call
     own = make_stack()
     got: list[Any] = []
     with Device("127.0.0.1", own.port, device_id=device_id) as dev:
-        dev.subscribe("cmd/{device_id}", lambda topic, value: got.append(value))
-        assert dev.call("devices/{device_id}/add", {"a": 1, "b": 1}) == 2
+        dev.subscribe("cmd/{device_id}", lambda topic, value: got.append(value), timeout=REPLY)
+        assert dev.call("devices/{device_id}/add", {"a": 1, "b": 1}, timeout=REPLY) == 2
         own.broker.stop()
         own.broker.start()
-        deadline = time.monotonic() + 30
-        result = None
-        while result is None:
-            try:
-                result = dev.call("devices/{device_id}/add", {"a": 2, "b": 2}, timeout=1)
-            except (CallTimeout, NotConnected):
-                assert time.monotonic() < deadline
+        # Calls fail (not connected, or no reply within 1 s) until the device is back.
+        call = functools.partial(dev.call, "devices/{device_id}/add", {"a": 2, "b": 2}, timeout=1)
+        result = wait_for(call, 30, "a call to succeed after the restart", ignore=(CallTimeout, NotConnected))
         assert result == 4 and dev.connected
         probe = Probe(own.port)
         try:
             probe.publish(f"cmd/{device_id}", msgpack.packb("after the restart"))
-            while not got and time.monotonic() < deadline:
-                dev.poll(100)
+            wait_for(lambda: dev.poll(100) >= 0 and got, 10, "the message after the restart")
         finally:
             probe.close()
         assert got == ["after the restart"]
@@ -193,10 +186,10 @@ def test_last_will_when_the_process_dies(stack: Stack, device_id: str) -> None:
         probe.subscribe(f"status/{device_id}")
         assert process.stdout is not None and process.stdout.readline().strip() == "ready"
         process.kill()
-        process.wait(5)
+        process.wait(scaled(5))
         assert msgpack.unpackb(probe.wait_for(f"status/{device_id}").payload) == "offline"
     finally:
         if process.poll() is None:
             process.kill()
-        process.wait(5)
+        process.wait(scaled(5))
         probe.close()

@@ -1,4 +1,8 @@
-"""Functions for the integration tests: crashes, hangs, bad results, counters."""
+"""Functions for the integration tests: crashes, hangs, holds, bad results, counters.
+
+A sync function here blocks the process it runs in: the ones that wait (``hold``, ``single``) are for
+gateways on the local executor, whose worker processes they hold until the test creates a file.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +12,15 @@ import time
 from pathlib import Path
 
 from gateway.registry import Router
+from tests.support.timeouts import scaled
 
 router = Router()
+
+
+def wait_for_file(path: str) -> None:
+    """Block until the file at ``path`` exists: the test creates it to let the call finish."""
+    while not Path(path).exists():
+        time.sleep(0.01)  # inside the function under test; the function's timeout bounds it
 
 
 @router.function("devices/{device_id}/crash")
@@ -74,17 +85,24 @@ def flaky(path: str, failures: int) -> int:
     return runs
 
 
-@router.function("devices/{device_id}/fresh", max_age=0.5)
+@router.function("devices/{device_id}/fresh", max_age=scaled(0.5))
 def fresh() -> str:
-    """Only worth running within half a second of the request."""
+    """Only worth running within half a second (scaled) of the request."""
     return "fresh"
 
 
-@router.function("devices/{device_id}/single", concurrency=1)
-def single(seconds: float) -> float:
-    """One call at a time: sleep ``seconds``."""
-    time.sleep(seconds)
-    return seconds
+@router.function("devices/{device_id}/hold", timeout=scaled(60.0))
+def hold(path: str) -> str:
+    """Hold a worker until the test creates the file at ``path``."""
+    wait_for_file(path)
+    return "released"
+
+
+@router.function("devices/{device_id}/single", concurrency=1, timeout=scaled(60.0))
+def single(path: str) -> str:
+    """One call at a time: held until the test creates the file at ``path``."""
+    wait_for_file(path)
+    return "released"
 
 
 @router.function("sites/{site}/ping")

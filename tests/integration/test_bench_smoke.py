@@ -18,6 +18,7 @@ import pytest
 
 from benchmarks.scenarios import default_scenarios
 from benchmarks.targets import all_targets
+from tests.support.timeouts import scaled
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = [s.name for s in default_scenarios()]
@@ -33,7 +34,7 @@ def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Pat
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=scaled(180),
     )
     assert done.returncode == 0, f"stdout:\n{done.stdout[-4000:]}\nstderr:\n{done.stderr[-4000:]}"
     return json.loads((out / "latest.json").read_text()), out

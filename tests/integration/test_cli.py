@@ -8,12 +8,18 @@ import sys
 from pathlib import Path
 
 from tests.support.gateway_process import ROOT
+from tests.support.timeouts import scaled
 
 
 def roost(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     return subprocess.run(
-        [sys.executable, "-m", "gateway", *args], capture_output=True, text=True, timeout=60, cwd=ROOT, env=full_env
+        [sys.executable, "-m", "gateway", *args],
+        capture_output=True,
+        text=True,
+        timeout=scaled(60),
+        cwd=ROOT,
+        env=full_env,
     )
 
 

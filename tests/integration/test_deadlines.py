@@ -10,6 +10,7 @@ import msgpack
 from tests.integration.test_execution import collect, send
 from tests.support.gateway_process import GatewayProcess
 from tests.support.probe import Probe, reply_topic_for
+from tests.support.timeouts import scaled
 
 FUNCS = ("--functions", "functions.examples", "--functions", "tests.integration.funcs")
 
@@ -43,7 +44,8 @@ def test_a_request_older_than_max_age_is_answered_timeout_not_run(
     start_gateway("--workers", "1", *FUNCS)
     reply_topic = reply_topic_for("d1")
     probe.subscribe(reply_topic)
-    send(probe, reply_topic, "devices/d1/slow", {"seconds": 1.0}, b"slow")  # holds the only worker
+    # Holds the only worker four times fresh's max_age: the margin for fresh to arrive while it runs.
+    send(probe, reply_topic, "devices/d1/slow", {"seconds": scaled(2.0)}, b"slow")
     send(probe, reply_topic, "devices/d1/fresh", {}, b"fresh")
     replies = collect(probe, reply_topic, 2)
     assert replies[b"fresh"] == {"error": {"code": "timeout", "message": "the request expired before it could run"}}

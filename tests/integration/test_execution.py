@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import msgpack
@@ -10,6 +11,7 @@ import pytest
 
 from tests.support.gateway_process import GatewayProcess
 from tests.support.probe import Probe, reply_topic_for
+from tests.support.timeouts import scaled, scaled_text
 
 FUNCS = ("--functions", "functions.examples", "--functions", "tests.integration.funcs")
 
@@ -67,17 +69,22 @@ def test_calls_behind_a_crash_still_get_their_results(
     assert all(replies[b"add%d" % n] == {"result": 2 * n} for n in range(20))
 
 
-def test_overloaded_when_the_queue_is_full(start_gateway: Callable[..., GatewayProcess], probe: Probe) -> None:
+def test_overloaded_when_the_queue_is_full(
+    start_gateway: Callable[..., GatewayProcess], probe: Probe, tmp_path: Path
+) -> None:
     start_gateway("--workers", "1", *FUNCS, env={"ROOST_LIMITS__MAX_QUEUE": "3"})
     reply_topic = reply_topic_for("d1")
     probe.subscribe(reply_topic)
+    release = tmp_path / "release"
+    # The only worker is held until the test lets go: the first three fill the queue (running or waiting).
     for n in range(6):
-        send(probe, reply_topic, "devices/d1/slow", {"seconds": 0.3}, b"s%d" % n)
-    replies = collect(probe, reply_topic, 6)
-    codes = sorted(str(r.get("error", {}).get("code", "result")) for r in replies.values())
-    assert codes == ["overloaded"] * 3 + ["result"] * 3
-    overloaded = [r for r in replies.values() if "error" in r]
-    assert "the limit is 3" in str(overloaded[0])
+        send(probe, reply_topic, "devices/d1/hold", {"path": str(release)}, b"s%d" % n)
+    refused = collect(probe, reply_topic, 3)  # answered at once, while the first three are held
+    assert sorted(refused) == [b"s3", b"s4", b"s5"]
+    assert {r["error"]["code"] for r in refused.values()} == {"overloaded"}
+    assert "the limit is 3" in str(refused[b"s3"])
+    release.touch()
+    assert collect(probe, reply_topic, 3) == {b"s%d" % n: {"result": "released"} for n in range(3)}
 
 
 def test_expired_request_is_answered_timeout_instead_of_run(
@@ -86,17 +93,19 @@ def test_expired_request_is_answered_timeout_instead_of_run(
     start_gateway("--workers", "1", *FUNCS)
     reply_topic = reply_topic_for("d1")
     probe.subscribe(reply_topic)
-    send(probe, reply_topic, "devices/d1/slow", {"seconds": 2.0}, b"slow")
+    # The 1-second expiry runs out while the call ahead holds the only worker: its whole margin.
+    seconds = scaled(2.0)
+    send(probe, reply_topic, "devices/d1/slow", {"seconds": seconds}, b"slow")
     send(probe, reply_topic, "devices/d1/add", {"a": 1, "b": 1}, b"expiring", expiry=1)
     replies = collect(probe, reply_topic, 2)
     assert replies[b"expiring"] == {"error": {"code": "timeout", "message": "the request expired before it could run"}}
-    assert replies[b"slow"]["result"] >= 2.0
+    assert replies[b"slow"]["result"] >= seconds
 
 
 def test_sigterm_finishes_in_flight_calls_and_exits_0(
     start_gateway: Callable[..., GatewayProcess], probe: Probe
 ) -> None:
-    gateway = start_gateway("--workers", "2", *FUNCS, env={"ROOST_SHUTDOWN_GRACE": "5"})
+    gateway = start_gateway("--workers", "2", *FUNCS, env={"ROOST_SHUTDOWN_GRACE": scaled_text(5)})
     reply_topic = reply_topic_for("d1")
     probe.subscribe(reply_topic)
     send(probe, reply_topic, "devices/d1/slow", {"seconds": 0.5}, b"short")
@@ -111,7 +120,7 @@ def test_sigterm_publishes_what_finishes_in_the_grace_after_its_commit(
     start_gateway: Callable[..., GatewayProcess], probe: Probe, synchronous: str
 ) -> None:
     # With "full" the reply's commit runs on the commit thread: the stop must wait for it, then drain.
-    env = {"ROOST_SHUTDOWN_GRACE": "5", "ROOST_DURABLE__SYNCHRONOUS": synchronous}
+    env = {"ROOST_SHUTDOWN_GRACE": scaled_text(5), "ROOST_DURABLE__SYNCHRONOUS": synchronous}
     gateway = start_gateway("--executor", "inline", *FUNCS, env=env)
     reply_topic = reply_topic_for("d1")
     probe.subscribe(reply_topic)

@@ -3,22 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import msgpack
 
 from gateway.devbroker import LocalBroker
 from tests.integration.test_execution import collect, send
+from tests.integration.test_operations import metrics_env
 from tests.support.gateway_process import GatewayProcess
+from tests.support.ops import scrape, value
 from tests.support.probe import Probe, reply_topic_for
 
 FUNCS = ("--functions", "functions.examples", "--functions", "tests.integration.funcs")
 
 
 def test_a_forged_response_topic_into_another_devices_space_is_refused(
-    start_gateway: Callable[..., GatewayProcess], probe: Probe, broker: LocalBroker
+    start_gateway: Callable[..., GatewayProcess], probe: Probe, broker: LocalBroker, free_port: int
 ) -> None:
     # The default settings: replies only inside roost/replies/{device_id}. Inline: requests are answered in order.
-    gateway = start_gateway("--executor", "inline", *FUNCS)
+    start_gateway("--executor", "inline", *FUNCS, env=metrics_env(free_port))
     probe.subscribe("roost/dead/A")
     for victim in ("roost/replies/B/inbox", "roost/replies/AB", "alerts/B/temperature"):
         probe.subscribe(victim)
@@ -33,7 +36,7 @@ def test_a_forged_response_topic_into_another_devices_space_is_refused(
     probe.publish("devices/A/add", msgpack.packb({"a": 2, "b": 2}), 1, response_topic="roost/replies/A/inbox")
     assert probe.wait_for("roost/replies/A/inbox").decoded() == {"result": 4}
     probe.nothing_else()  # a reply in B's space would have come before A's: nothing did
-    assert gateway.log().count("outside device 'A''s reply space") == 3
+    assert value(scrape(free_port), "roost_requests_dropped_total", reason="reply_space") == 3
     # The 3.1.1 convention's default reply topic is inside the space; a forged $rt is not.
     device = Probe(broker.port, version=4)
     try:
@@ -42,6 +45,7 @@ def test_a_forged_response_topic_into_another_devices_space_is_refused(
         assert device.wait_for("roost/replies/A").decoded() == {"result": 6, "$cid": "c"}
         device.publish("devices/A/add", msgpack.packb({"a": 3, "b": 3, "$cid": "d", "$rt": "roost/replies/B"}))
         assert msgpack.unpackb(probe.wait_for("roost/dead/A").payload)["error"]["code"] == "bad_payload"
+        assert value(scrape(free_port), "roost_requests_dropped_total", reason="reply_space") == 4
     finally:
         device.close()
 
@@ -66,7 +70,8 @@ def test_a_function_without_device_id_is_not_held_to_a_reply_space(
 def test_a_device_over_its_rate_is_answered_rate_limited_and_others_are_not(
     start_gateway: Callable[..., GatewayProcess], probe: Probe
 ) -> None:
-    start_gateway("--executor", "inline", env={"ROOST_LIMITS__DEVICE_RATE": "1", "ROOST_LIMITS__DEVICE_BURST": "5"})
+    # A refill every 1,000 s: however slowly the eight arrive, no token comes back meanwhile.
+    start_gateway("--executor", "inline", env={"ROOST_LIMITS__DEVICE_RATE": "0.001", "ROOST_LIMITS__DEVICE_BURST": "5"})
     reply_topic = reply_topic_for("noisy")
     probe.subscribe(reply_topic)
     for n in range(8):
@@ -78,13 +83,15 @@ def test_a_device_over_its_rate_is_answered_rate_limited_and_others_are_not(
 
 
 def test_a_function_past_its_concurrency_is_answered_overloaded(
-    start_gateway: Callable[..., GatewayProcess], probe: Probe
+    start_gateway: Callable[..., GatewayProcess], probe: Probe, tmp_path: Path
 ) -> None:
     start_gateway("--workers", "3", *FUNCS)
     reply_topic = reply_topic_for("d1")
     probe.subscribe(reply_topic)
-    for n in range(3):
-        send(probe, reply_topic, "devices/d1/single", {"seconds": 0.5}, b"s%d" % n)
-    replies = collect(probe, reply_topic, 3)
-    codes = sorted(reply.get("error", {}).get("code", "ok") for reply in replies.values())
-    assert codes == ["ok", "overloaded", "overloaded"]
+    release = tmp_path / "release"
+    for n in range(3):  # free workers for all three, but the first call is held until the test lets go
+        send(probe, reply_topic, "devices/d1/single", {"path": str(release)}, b"s%d" % n)
+    refused = collect(probe, reply_topic, 2)  # answered at once, while the first is held
+    assert {name: r["error"]["code"] for name, r in refused.items()} == {b"s1": "overloaded", b"s2": "overloaded"}
+    release.touch()
+    assert collect(probe, reply_topic, 1) == {b"s0": {"result": "released"}}

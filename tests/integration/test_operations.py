@@ -15,6 +15,7 @@ from tests.integration.test_cli import roost
 from tests.support.gateway_process import ROOT, GatewayProcess
 from tests.support.ops import get, scrape, status_of, value, wait_for
 from tests.support.probe import Probe, reply_topic_for
+from tests.support.timeouts import scaled, scaled_text
 
 ADD = "devices/{device_id}/add"
 
@@ -25,10 +26,10 @@ def metrics_env(port: int) -> dict[str, str]:
 
 
 def test_metrics_count_requests_by_function_and_outcome_while_they_flow(
-    start_gateway: Callable[..., GatewayProcess], probe: Probe, broker: LocalBroker, free_port: int
+    start_gateway: Callable[..., GatewayProcess], probe: Probe, broker: LocalBroker, free_port: int, tmp_path: Path
 ) -> None:
     port = free_port
-    start_gateway("--functions", "functions.examples", env=metrics_env(port))
+    start_gateway("--functions", "functions.examples", "--functions", "tests.integration.funcs", env=metrics_env(port))
     before = scrape(port)
     assert value(before, "roost_broker_connected") == 1
     assert value(before, "roost_ready") == 1
@@ -36,11 +37,15 @@ def test_metrics_count_requests_by_function_and_outcome_while_they_flow(
     wait_for(lambda: value(scrape(port), "roost_executor_alive", executor="local") == 2, 10, "two live workers")
 
     answered: list[object] = []
+    sampled = threading.Event()  # set by the scraper after each sample
 
     def traffic() -> None:
         device = Probe(broker.port)
         try:
             for n in range(60):
+                if n % 20 == 10:  # mid-flow, wait for a fresh sample: the scrapes below do overlap the traffic
+                    sampled.clear()
+                    assert sampled.wait(scaled(10)), "no scrape while the requests flow"
                 answered.append(device.request("devices/d1/add", {"a": n, "b": 1}))
             for _ in range(4):
                 answered.append(device.request("devices/d1/add", {"a": "x", "b": 1}))
@@ -56,9 +61,10 @@ def test_metrics_count_requests_by_function_and_outcome_while_they_flow(
     seen = []
     while sender.is_alive():  # scrape while the requests flow: counters only go up
         seen.append(value(scrape(port), "roost_requests_total", function=ADD, outcome="result"))
-    sender.join(30)
+        sampled.set()
+    sender.join(scaled(30))
     assert len(answered) == 69
-    assert seen == sorted(seen) and len(seen) >= 2
+    assert seen == sorted(seen) and len(seen) >= 3  # one sample, at least, at each of the three pauses
 
     after = scrape(port)
     assert value(after, "roost_requests_total", function=ADD, outcome="result") == 60
@@ -75,11 +81,12 @@ def test_metrics_count_requests_by_function_and_outcome_while_they_flow(
     assert value(after, "roost_executor_restarts_total", executor="local") == 0
     assert ("process_resident_memory_bytes", frozenset()) in after
 
-    # A call that runs for a while shows up as in flight on a busy worker.
+    # A call that runs until the test lets it go shows up as in flight on a busy worker.
     reply_topic = reply_topic_for("d1")
     probe.subscribe(reply_topic)
-    payload = msgpack.packb({"seconds": 1.5})
-    probe.publish("devices/d1/slow", payload, 1, response_topic=reply_topic, correlation_data=b"slow")
+    release = tmp_path / "release"
+    payload = msgpack.packb({"path": str(release)})
+    probe.publish("devices/d1/hold", payload, 1, response_topic=reply_topic, correlation_data=b"held")
 
     def busy() -> bool:
         samples = scrape(port)
@@ -88,9 +95,10 @@ def test_metrics_count_requests_by_function_and_outcome_while_they_flow(
             and value(samples, "roost_executor_busy", executor="local") == 1
         )
 
-    wait_for(busy, 10, "the slow call in flight")
+    wait_for(busy, 10, "the held call in flight")
     assert value(scrape(port), "roost_queue_depth", executor="local") == 0
-    probe.wait_for(reply_topic, 10)
+    release.touch()
+    assert probe.wait_for(reply_topic, 10).decoded() == {"result": "released"}
     wait_for(lambda: value(scrape(port), "roost_in_flight", executor="local") == 0, 10, "nothing in flight")
 
 
@@ -110,13 +118,13 @@ def test_health_follows_the_broker_connection_and_status_reports_it(logs: Path, 
         wait_for(lambda: status_of(port, "/healthz") == 200, 20, "/healthz")
         code, body = get(port, "/readyz")
         assert code == 503 and "not connected to the broker" in body, body
-        out = roost("status", "--url", url)
+        out = roost("status", "--url", url, "--timeout", scaled_text(10))
         assert out.returncode == 1, out
         assert out.stdout.splitlines() == ["live:  yes", f"ready: no ({'; '.join(body.splitlines())})"]
 
         own.start()
         wait_for(lambda: status_of(port, "/readyz") == 200, 30, "ready once the broker is up")
-        out = roost("status", "--url", url)
+        out = roost("status", "--url", url, "--timeout", scaled_text(10))
         assert (out.returncode, out.stdout) == (0, "live:  yes\nready: yes\n")
 
         own.stop()

@@ -20,8 +20,11 @@ import msgpack
 import pytest
 
 from gateway.devbroker import LocalBroker, lease_port
+from tests.integration.test_operations import metrics_env
 from tests.support.gateway_process import ROOT, GatewayProcess
+from tests.support.ops import scrape, value
 from tests.support.probe import Probe
+from tests.support.timeouts import scaled, scaled_text
 from tests.support.tls import Pki, make_pki
 
 USERS = {"roost": "gateway-secret", "A": "a-secret", "B": "b-secret"}
@@ -89,7 +92,9 @@ def secure() -> Iterator[SecureBroker]:
     shutil.rmtree(files, ignore_errors=True)
 
 
-def tls_env(secure: SecureBroker, ca: Path | None = None, password: str = USERS["roost"]) -> dict[str, str]:
+def tls_env(
+    secure: SecureBroker, ca: Path | None = None, password: str = USERS["roost"], connect_timeout: float = 10.0
+) -> dict[str, str]:
     pki = secure.pki
     return {
         "ROOST_TLS__CA_FILE": str(ca or pki.ca),
@@ -97,16 +102,15 @@ def tls_env(secure: SecureBroker, ca: Path | None = None, password: str = USERS[
         "ROOST_TLS__KEY_FILE": str(pki.client_key),
         "ROOST_USERNAME": "roost",
         "ROOST_PASSWORD": password,
-        "ROOST_CONNECT_TIMEOUT": "3",
+        "ROOST_CONNECT_TIMEOUT": scaled_text(connect_timeout),
     }
 
 
 @pytest.fixture
-def secure_gateway(secure: SecureBroker, logs: Path, transport: str) -> Iterator[GatewayProcess]:
+def secure_gateway(secure: SecureBroker, logs: Path, transport: str, free_port: int) -> Iterator[GatewayProcess]:
     address = f"127.0.0.1:{secure.tls_port}"
-    gateway = GatewayProcess(
-        address, logs, "--transport", transport, "--executor", "inline", env=tls_env(secure)
-    ).start()
+    env = {**tls_env(secure), **metrics_env(free_port)}
+    gateway = GatewayProcess(address, logs, "--transport", transport, "--executor", "inline", env=env).start()
     yield gateway
     assert gateway.stop() == 0
 
@@ -157,7 +161,8 @@ def test_device_a_can_neither_call_as_b_nor_read_b_replies(
     assert b.wait_for("roost/replies/B").decoded() == {"result": 7}
     a.nothing_else()  # no reply to the call as B, nothing of B's
     b.nothing_else()  # nothing from A's forged reply topic
-    assert "outside device 'A''s reply space" in secure_gateway.log()
+    port = int(secure_gateway.env["ROOST_METRICS__PORT"])
+    assert value(scrape(port), "roost_requests_dropped_total", reason="reply_space") == 1  # A's forged reply topic
 
 
 def test_roost_call_logs_in_as_a_device_over_tls_with_the_gateways_settings(
@@ -171,13 +176,15 @@ def test_roost_call_logs_in_as_a_device_over_tls_with_the_gateways_settings(
     )
 
     def roost_call(*args: str, password: str) -> subprocess.CompletedProcess[str]:
+        # A generous reply timeout; the call that tests the timeout gives its own, later on the line (it wins).
+        command = ["call", "--config", str(config), "--username", "A", "--timeout", scaled_text(10), *args]
         return subprocess.run(
-            [sys.executable, "-m", "gateway", "call", "--config", str(config), "--username", "A", *args],
+            [sys.executable, "-m", "gateway", *command],
             cwd=ROOT,
             env=dict(os.environ, PYTHONPATH=str(ROOT), ROOST_CALL_PASSWORD=password),
             capture_output=True,
             text=True,
-            timeout=30,
+            timeout=scaled(30),
         )
 
     ok = roost_call("devices/A/add", "a=40", "b=2", password=USERS["A"])
@@ -195,12 +202,13 @@ def run_once(secure: SecureBroker, env: dict[str, str]) -> subprocess.CompletedP
         env=dict(os.environ, PYTHONPATH=str(ROOT), ROOST_DURABLE__ENABLED="false", **env),
         capture_output=True,
         text=True,
-        timeout=30,
+        timeout=scaled(30),
     )
 
 
 def test_server_verification_is_on_by_default(secure: SecureBroker) -> None:
-    result = run_once(secure, tls_env(secure, ca=secure.pki.other_ca))
+    # Each attempt fails at the handshake; the gateway retries until its connect timeout, then exits 69.
+    result = run_once(secure, tls_env(secure, ca=secure.pki.other_ca, connect_timeout=1.0))
     assert result.returncode == 69, result.stderr
     assert "certificate verify failed" in result.stderr
 

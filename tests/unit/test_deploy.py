@@ -13,6 +13,7 @@ import pytest
 
 from gateway.cli import EXIT_CONFIG, build_parser
 from gateway.config import load_settings
+from tests.support.timeouts import scaled
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 
@@ -48,7 +49,7 @@ def test_systemd_accepts_the_unit(tmp_path: Path) -> None:
     exec_start = unit()["Service"]["ExecStart"]
     copy = tmp_path / "roost.service"
     copy.write_text(text.replace(exec_start, "/bin/true"))
-    out = subprocess.run(["systemd-analyze", "verify", str(copy)], capture_output=True, text=True, timeout=60)
+    out = subprocess.run(["systemd-analyze", "verify", str(copy)], capture_output=True, text=True, timeout=scaled(60))
     assert out.returncode == 0, out.stderr
     assert out.stderr.strip() == "", out.stderr  # unknown keys are only warned about
 

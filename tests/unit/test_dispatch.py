@@ -17,6 +17,7 @@ from gateway.registry import Registry, Router
 from gateway.topics import TopicTemplate
 from gateway.transport.base import InboundMessage
 from gateway.transport.memory import MemoryTransport
+from tests.support.timeouts import scaled
 
 router = Router()
 
@@ -105,9 +106,10 @@ def run(
     async def go() -> None:
         for message in messages:
             dispatcher.handle(message)
-        deadline = time.monotonic() + 5
+        limit = scaled(10)  # a poll on the loop: the replies come after a few turns, or a call's own timeout
+        deadline = time.monotonic() + limit
         while not (until() if until else len(transport.published) >= len(messages)):
-            assert time.monotonic() < deadline, "no reply in time"
+            assert time.monotonic() < deadline, f"no reply within {limit:g} s"
             await asyncio.sleep(0.001)
 
     asyncio.run(go())
@@ -164,6 +166,7 @@ def test_reply_loop_and_wildcard_reply_topics_are_dropped() -> None:
     assert run(dispatcher, transport, looped, wildcard, ok, until=lambda: len(transport.published) >= 1) == [
         {"result": 3}
     ]
+    assert dispatcher.stats.dropped == {"reply_topic_refused": 2}
 
 
 def test_event_publishes_result_to_publish_template_and_none_publishes_nothing() -> None:

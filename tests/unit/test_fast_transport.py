@@ -20,6 +20,7 @@ from gateway.transport.fast_inbound import InboundSession
 from gateway.transport.fast_outbound import OutboundSession
 from gateway.transport.fast_reader import MalformedPacket, PacketReader
 from gateway.transport.options import ConnectOptions
+from tests.support.timeouts import scaled
 
 QOS = (QoS.AT_MOST_ONCE, QoS.AT_LEAST_ONCE, QoS.EXACTLY_ONCE)
 
@@ -378,7 +379,7 @@ def test_drain_returns_once_everything_is_acknowledged() -> None:
         session.publish(OutboundMessage("r/1", b"x", qos=1))
         (packet,) = decode(sent)
         asyncio.get_running_loop().call_soon(session.on_puback, mqtt5.PubAckPacket(packet_id(packet)))
-        await asyncio.wait_for(session.drain(5.0), 1.0)
+        await asyncio.wait_for(session.drain(scaled(20.0)), scaled(10.0))  # returns at the PUBACK, not its timeout
         assert session.settled
 
     asyncio.run(scenario())

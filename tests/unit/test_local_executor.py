@@ -28,6 +28,7 @@ from gateway.executors import framing
 from gateway.executors.base import Call
 from gateway.executors.local import LocalExecutor
 from gateway.registry import routers_of
+from tests.support.timeouts import scaled
 
 MODULE = "tests.unit.funcs_for_executor"
 SPECS = {spec.key: spec for spec in routers_of(MODULE)}
@@ -38,7 +39,7 @@ def run(test: Callable[[], Awaitable[T]]) -> T:
     """Run an async test body with an overall bound, so a bug fails the test instead of hanging it."""
 
     async def bounded() -> T:
-        return await asyncio.wait_for(test(), 30)
+        return await asyncio.wait_for(test(), scaled(30))
 
     return asyncio.run(bounded())
 
@@ -54,18 +55,19 @@ async def pool(workers: int = 1, max_queue: int = 100, max_result: int = 1000) -
 
 
 def submit(
-    executor: LocalExecutor, key: str, timeout: float = 5.0, expires_at: float | None = None, **kwargs: Any
+    executor: LocalExecutor, key: str, timeout: float | None = None, expires_at: float | None = None, **kwargs: Any
 ) -> asyncio.Future[bytes]:
-    return executor.submit(Call(SPECS[key], kwargs, timeout, expires_at))
+    """Submit a call; its timeout is a generous scaled one unless the test times it itself."""
+    return executor.submit(Call(SPECS[key], kwargs, scaled(10) if timeout is None else timeout, expires_at))
 
 
 async def result(future: Awaitable[bytes]) -> Any:
-    return codec.decode(await asyncio.wait_for(future, 10), 1 << 20)
+    return codec.decode(await asyncio.wait_for(future, scaled(20)), 1 << 20)
 
 
 async def failure(future: Awaitable[bytes]) -> WireError:
     with pytest.raises(WireError) as caught:
-        await asyncio.wait_for(future, 10)
+        await asyncio.wait_for(future, scaled(20))
     return caught.value
 
 
@@ -120,10 +122,12 @@ def test_timeout_kills_the_worker_and_a_replacement_serves() -> None:
 def test_timeout_clock_starts_when_the_call_starts() -> None:
     async def body() -> None:
         async with pool() as ex:
-            # The second call waits 0.4 s for the only worker, then runs 0.4 s: within 0.7 s of its start.
-            ahead = submit(ex, "t/sleep", seconds=0.4)
-            behind = submit(ex, "t/sleep", timeout=0.7, seconds=0.4)
-            assert [await result(ahead), await result(behind)] == [0.4, 0.4]
+            # The second call waits for the only worker as long as its own timeout, then runs briefly: were
+            # the clock started at submission, it would time out however fast the machine.
+            wait = scaled(0.6)
+            ahead = submit(ex, "t/sleep", seconds=wait)
+            behind = submit(ex, "t/sleep", timeout=wait, seconds=0.05)
+            assert [await result(ahead), await result(behind)] == [wait, 0.05]
 
     run(body)
 
@@ -153,7 +157,9 @@ def test_calls_queued_behind_a_crash_or_timeout_run_once(then: str, tmp_path: Pa
         async with pool() as ex:
             for n in range(3):  # mark becomes a known-quick function, so calls queue behind it in the worker
                 await result(submit(ex, "t/mark", path=path, token=f"warm{n}"))
-            doomed = submit(ex, "t/mark", timeout=0.5, path=path, token="doomed", then=then)
+            # A hang is cut by the timeout under test; an exit must not be (hence a generous one).
+            timeout = 0.5 if then == "hang" else scaled(10)
+            doomed = submit(ex, "t/mark", timeout=timeout, path=path, token="doomed", then=then)
             behind = [submit(ex, "t/mark", path=path, token=f"q{n}") for n in range(40)]
             error = await failure(doomed)
             assert type(error) is (FunctionError if then == "exit" else CallTimeout)
@@ -199,12 +205,12 @@ def test_stop_fails_pending_calls_and_leaves_no_worker_alive() -> None:
         await ex.start()
         pids = {await result(f) for f in [submit(ex, "t/pid"), submit(ex, "t/pid")]}
         assert len(pids) == 2
-        finishing = submit(ex, "t/sleep", seconds=0.2)
+        finishing = submit(ex, "t/sleep", seconds=0.1)
         hanging = submit(ex, "t/sleep", seconds=30)
         queued_quick = submit(ex, "t/add", a=1, b=1)  # runs once the first sleep is done
         queued_stuck = [submit(ex, "t/sleep", seconds=30) for _ in range(3)]
-        await ex.stop(grace=1.0)
-        assert [await result(finishing), await result(queued_quick)] == [0.2, 2]  # within the grace period
+        await ex.stop(grace=scaled(1.0))  # the hanging ones outlast it, the first two do not
+        assert [await result(finishing), await result(queued_quick)] == [0.1, 2]  # within the grace period
         for future in [hanging, *queued_stuck]:  # running or still queued when the grace period ended
             error = await failure(future)
             assert (type(error), error.message) == (Unavailable, "the gateway stopped before the call finished")
@@ -221,7 +227,7 @@ def test_many_concurrent_calls_are_all_answered() -> None:
         async with pool(workers=2, max_queue=5000) as ex:
             futures = [submit(ex, "t/add", a=n, b=1) for n in range(2000)]
             futures += [submit(ex, "t/wait", seconds=0, value=str(n)) for n in range(200)]
-            results = [codec.decode(data, 100) for data in await asyncio.wait_for(asyncio.gather(*futures), 20)]
+            results = [codec.decode(data, 100) for data in await asyncio.wait_for(asyncio.gather(*futures), scaled(20))]
             assert results == [n + 1 for n in range(2000)] + [str(n) for n in range(200)]
             assert ex.in_flight == 0 and ex.stats.alive == 2
 

@@ -17,10 +17,14 @@ from gateway.errors import ConfigError
 from gateway.health import OperationsEndpoint, readiness_problems
 from gateway.logs import JsonFormatter, TextFormatter
 from gateway.registry import Registry
+from gateway.reload import FunctionReloader
 from gateway.stats import LATENCY_BOUNDS, DispatchStats
 from gateway.topics import shared_filter
 from gateway.transport.base import InboundMessage
 from gateway.transport.memory import MemoryTransport
+from tests.support.timeouts import scaled, until
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 def test_latencies_land_in_their_bucket_and_outcomes_are_counted() -> None:
@@ -76,8 +80,19 @@ async def _get(port: int, path: str) -> tuple[int, str]:
     return int(head.split(" ")[1]), body
 
 
+async def _metrics(port: int) -> Samples:
+    """Every sample of ``/metrics``: (name, sorted labels) → value."""
+    status, text = await _get(port, "/metrics")
+    assert status == 200
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
 def test_the_endpoint_reports_readiness_and_metrics_of_a_gateway() -> None:
-    asyncio.run(asyncio.wait_for(_endpoint_scenario(), 30))
+    asyncio.run(asyncio.wait_for(_endpoint_scenario(), scaled(30)))
 
 
 async def _endpoint_scenario() -> None:
@@ -90,30 +105,34 @@ async def _endpoint_scenario() -> None:
     running = asyncio.create_task(gateway.run())
     try:
         assert await _get(endpoint.port, "/healthz") == (200, "ok\n")
-        await asyncio.wait_for(gateway.ready.wait(), 5)
+        await asyncio.wait_for(gateway.ready.wait(), scaled(5))
         assert await _get(endpoint.port, "/readyz") == (200, "ready\n")
         request = InboundMessage(
             "devices/d1/add", msgpack.packb({"a": 1, "b": 2}), 0, time.monotonic(), "roost/replies/d1/r", b"c"
         )
         transport.deliver(request)
-        status, text = await _get(endpoint.port, "/metrics")
-        assert status == 200
-        samples = {
-            (s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text)
-            for s in family.samples
-        }
+        await until(lambda: transport.published, what="the reply")  # counted before it is published
+        samples = await _metrics(endpoint.port)
         key = (("function", "devices/{device_id}/add"), ("outcome", "result"))
         assert samples[("roost_requests_total", key)] == 1
         assert samples[("roost_in_flight", (("executor", "inline"),))] == 0
         assert samples[("roost_ready", ())] == 1
         assert samples[("roost_outbound_backlog", ())] == 0
+        info = (("executor", "inline"), ("mqtt_version", "5"), ("transport", "fast"))  # as the settings say
+        assert samples[("roost_gateway_info", info)] == 1
+        functions = len(gateway.registry.specs)
+        assert samples[("roost_functions", ())] == functions > 0
+        assert not any(name == "roost_reloads_total" for name, _ in samples)  # none yet
+        assert await FunctionReloader(gateway).reload()
+        samples = await _metrics(endpoint.port)
+        assert samples[("roost_reloads_total", (("outcome", "reloaded"),))] == 1
+        assert samples[("roost_functions", ())] == functions
         transport.link.connected = False  # what a transport does when the broker goes away
         assert await _get(endpoint.port, "/readyz") == (503, "not connected to the broker\n")
         assert (await _get(endpoint.port, "/nope"))[0] == 404
     finally:
         gateway.request_stop()
-        await asyncio.wait_for(running, 10)
+        await asyncio.wait_for(running, scaled(10))
         await endpoint.close()
 
 
@@ -126,7 +145,7 @@ def test_a_share_group_prefixes_the_subscriptions_but_not_the_reply_loop_guard()
         gateway = Gateway(settings, Registry.from_modules(settings.functions), transport)
         running = asyncio.create_task(gateway.run())
         try:
-            await asyncio.wait_for(gateway.ready.wait(), 5)
+            await asyncio.wait_for(gateway.ready.wait(), scaled(5))
             assert transport.filters == [f"$share/g1/{f}" for f in gateway.filters]
             # A reply topic one of the real filters matches would loop back: refused, though the broker
             # only knows the filter with its $share prefix.
@@ -137,7 +156,7 @@ def test_a_share_group_prefixes_the_subscriptions_but_not_the_reply_loop_guard()
             assert gateway.dispatcher.stats.dropped == {"reply_topic_refused": 1}
         finally:
             gateway.request_stop()
-            await asyncio.wait_for(running, 10)
+            await asyncio.wait_for(running, scaled(10))
 
     asyncio.run(scenario())
 

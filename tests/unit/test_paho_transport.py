@@ -14,6 +14,7 @@ from gateway.transport import paho as paho_transport
 from gateway.transport.base import OutboundMessage
 from gateway.transport.options import ConnectOptions
 from gateway.transport.paho import PahoTransport
+from tests.support.timeouts import scaled
 
 
 def test_publishes_beyond_the_window_wait_outside_paho_and_go_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -48,12 +49,12 @@ def test_publishes_beyond_the_window_wait_outside_paho_and_go_in_order(monkeypat
         await puback(handed[1][1], 1)  # out of order: the window frees a slot all the same
         assert confirmed == [1]
         assert [topic for topic, _ in handed] == ["r/0", "r/1", "r/2"]
-        drained = asyncio.ensure_future(transport.drain(10.0))
+        drained = asyncio.ensure_future(transport.drain(scaled(10.0)))
         for wanted, k in enumerate((0, 2, 3, 4), start=2):
             await puback(handed[k][1], wanted)
         assert confirmed == [1, 0, 2, 3, 4]
         assert [topic for topic, _ in handed] == ["r/0", "r/1", "r/2", "r/3", "r/4"]
-        await asyncio.wait_for(drained, 10.0)
+        await asyncio.wait_for(drained, scaled(10.0))
 
     asyncio.run(scenario())
 

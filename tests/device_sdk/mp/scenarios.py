@@ -4,9 +4,14 @@ usage: micropython scenarios.py PORT DEVICE_ID SCENARIO [ARG...]
 
 Each result is one JSON line on stdout (bin as ``{"$bin": hex}``); the SDK's
 log lines go to stderr. Lines with ``"ready"`` tell the test to act.
+
+The program's own waits (for replies, for messages) are scaled by the test
+suite's ``ROOST_TEST_TIMEOUT_SCALE``; timeouts that a scenario expects to fire
+are not.
 """
 
 import json
+import os
 import sys
 
 from device_sdk import CallTimeout, Device, NotConnected, RemoteError
@@ -15,6 +20,9 @@ from device_sdk.clock import ticks_diff, ticks_ms
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
+
+SCALE = float(os.getenv("ROOST_TEST_TIMEOUT_SCALE") or "1")
+WAIT = 10 * SCALE  # seconds a call may wait for a reply that is expected to come
 
 
 def plain(value: "Any") -> "Any":
@@ -33,7 +41,7 @@ def out(**fields: "Any") -> None:
     print(json.dumps(plain(fields)))
 
 
-def outcome(dev: "Any", topic: str, args: "Any" = None, timeout: float = 5) -> "dict[str, Any]":
+def outcome(dev: "Any", topic: str, args: "Any" = None, timeout: float = WAIT) -> "dict[str, Any]":
     """The result of a call, or the error it raised, as a dict."""
     try:
         return {"result": dev.call(topic, args, timeout)}
@@ -47,9 +55,9 @@ def outcome(dev: "Any", topic: str, args: "Any" = None, timeout: float = 5) -> "
 
 
 def poll_until(dev: "Any", done: "Any", ms: int = 10000) -> None:
-    """Poll until ``done()`` or ``ms`` milliseconds have passed."""
+    """Poll until ``done()`` or ``ms`` milliseconds (scaled) have passed."""
     start = ticks_ms()
-    while not done() and ticks_diff(ticks_ms(), start) < ms:
+    while not done() and ticks_diff(ticks_ms(), start) < ms * SCALE:
         dev.poll(100)
 
 
@@ -100,12 +108,12 @@ def subscribe(dev: "Any", args: "list[str]") -> None:
 
 def busy(dev: "Any", args: "list[str]") -> None:
     # The event fills the gateway's one-call queue, so the call right behind it is refused.
-    dev.publish("devices/{device_id}/wait", {"seconds": 1.0})
+    dev.publish("devices/{device_id}/wait", {"seconds": SCALE})
     out(step="overloaded", **outcome(dev, "devices/{device_id}/wait", {"seconds": 0.01}))
-    result = outcome(dev, "devices/{device_id}/park", {"path": args[0]}, 30)
+    result = outcome(dev, "devices/{device_id}/park", {"path": args[0]}, 3 * WAIT)
     while result.get("code") == "overloaded":
         dev.poll(100)
-        result = outcome(dev, "devices/{device_id}/park", {"path": args[0]}, 30)
+        result = outcome(dev, "devices/{device_id}/park", {"path": args[0]}, 3 * WAIT)
     out(step="park", **result)
 
 
@@ -117,7 +125,7 @@ def reconnect(dev: "Any", args: "list[str]") -> None:
     start = ticks_ms()
     attempts = 1
     result = outcome(dev, "devices/{device_id}/add", {"a": 2, "b": 2}, 2)
-    while "result" not in result and ticks_diff(ticks_ms(), start) < 30000:
+    while "result" not in result and ticks_diff(ticks_ms(), start) < 30000 * SCALE:
         dev.poll(200)
         attempts += 1
         result = outcome(dev, "devices/{device_id}/add", {"a": 2, "b": 2}, 2)
@@ -160,7 +168,8 @@ SCENARIOS = {
 
 def main() -> None:
     port, device_id, name = int(sys.argv[1]), sys.argv[2], sys.argv[3]
-    dev = Device("127.0.0.1", port, device_id=device_id, last_will=("status/{device_id}", "offline"))
+    will = ("status/{device_id}", "offline")
+    dev = Device("127.0.0.1", port, device_id=device_id, last_will=will, connect_timeout=WAIT)
     dev.connect()
     try:
         SCENARIOS[name](dev, sys.argv[4:])
