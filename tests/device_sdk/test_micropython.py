@@ -29,6 +29,7 @@ def test_calls_return_results_of_every_type(stack: Stack, device_id: str) -> Non
     assert all(r["result"]["device_id"] == device_id for r in results[1:])
 
 
+@pytest.mark.slow
 def test_every_error_code_a_device_can_cause(stack: Stack, device_id: str) -> None:
     by_topic = {r["topic"]: r for r in run("scenarios.py", str(stack.port), device_id, "errors").results}
     invalid = by_topic["devices/{device_id}/add"]

@@ -15,6 +15,8 @@ import pytest
 from tests.device_sdk.programs import ROOT, Program, tool
 from tests.device_sdk.stack import Stack
 
+pytestmark = pytest.mark.slow  # the README's examples on CPython and MicroPython, against a gateway
+
 README = ROOT / "device_sdk" / "README.md"
 EXAMPLE = re.compile(
     r"<!-- run: (?P<runtime>\w+) -->\n```python\n(?P<code>.*?)```\n"

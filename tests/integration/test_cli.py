@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.support.gateway_process import ROOT
 from tests.support.timeouts import scaled
 
@@ -23,6 +25,7 @@ def roost(*args: str, env: dict[str, str] | None = None) -> subprocess.Completed
     )
 
 
+@pytest.mark.slow
 def test_functions_prints_templates_filters_schemas_and_executors() -> None:
     out = roost("functions")
     assert out.returncode == 0, out.stderr
@@ -38,6 +41,7 @@ def test_functions_prints_templates_filters_schemas_and_executors() -> None:
     assert "inline" in inline.stdout
 
 
+@pytest.mark.slow
 def test_bad_setting_stops_with_one_line_naming_it(tmp_path: Path) -> None:
     out = roost("run", "--workers", "0")
     assert out.returncode == 78
@@ -99,6 +103,7 @@ def test_call_with_a_bad_settings_file_stops_with_one_line_naming_it(tmp_path: P
     assert out.stderr.strip() == f"roost call: config file {str(tmp_path / 'missing.toml')!r} does not exist"
 
 
+@pytest.mark.slow
 def test_demo_runs_end_to_end() -> None:
     out = roost("demo")
     assert out.returncode == 0, out.stderr + out.stdout

@@ -26,6 +26,8 @@ from tests.support.gateway_process import GatewayProcess
 from tests.support.stream import StreamingDevice
 from tests.support.timeouts import scaled
 
+pytestmark = pytest.mark.slow  # gateways and brokers killed and restarted mid-stream
+
 FUNCS = ("--functions", "tests.integration.funcs")
 TOTAL = 2000
 RATE = 500.0

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import msgpack
+import pytest
 
 from tests.integration.test_execution import collect, send
 from tests.support.gateway_process import GatewayProcess
@@ -24,6 +25,7 @@ def test_an_idempotent_call_is_retried_until_it_succeeds(
     assert runs.read_text() == "xxx"
 
 
+@pytest.mark.slow
 def test_a_call_that_keeps_failing_goes_to_the_dead_letter_topic(
     start_gateway: Callable[..., GatewayProcess], probe: Probe, tmp_path: Path
 ) -> None:
@@ -38,6 +40,7 @@ def test_a_call_that_keeps_failing_goes_to_the_dead_letter_topic(
     assert letter["error"] == reply["error"]
 
 
+@pytest.mark.slow
 def test_a_request_older_than_max_age_is_answered_timeout_not_run(
     start_gateway: Callable[..., GatewayProcess], probe: Probe
 ) -> None:

@@ -12,6 +12,8 @@ import pytest
 from tests.support.gateway_process import ROOT
 from tests.support.timeouts import scaled
 
+pytestmark = pytest.mark.slow  # each test runs a whole demo
+
 
 def run_with_home(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """Run ``python *args`` from the repository root with ``HOME`` (and no XDG override) pointing at ``home``."""
@@ -36,7 +38,6 @@ def test_make_demo_leaves_home_empty(tmp_path: Path) -> None:
     assert everything_under(home) == []
 
 
-@pytest.mark.slow
 def test_make_demo_mesos_leaves_home_empty(tmp_path: Path) -> None:
     home = tmp_path / "home"
     home.mkdir()

@@ -31,6 +31,7 @@ def collect(probe: Probe, reply_topic: str, count: int, timeout: float = 20.0) -
     return replies
 
 
+@pytest.mark.slow
 def test_timeout_kills_the_worker_and_the_pool_keeps_serving(
     start_gateway: Callable[..., GatewayProcess], probe: Probe
 ) -> None:
@@ -69,6 +70,7 @@ def test_calls_behind_a_crash_still_get_their_results(
     assert all(replies[b"add%d" % n] == {"result": 2 * n} for n in range(20))
 
 
+@pytest.mark.slow
 def test_overloaded_when_the_queue_is_full(
     start_gateway: Callable[..., GatewayProcess], probe: Probe, tmp_path: Path
 ) -> None:
@@ -87,6 +89,7 @@ def test_overloaded_when_the_queue_is_full(
     assert collect(probe, reply_topic, 3) == {b"s%d" % n: {"result": "released"} for n in range(3)}
 
 
+@pytest.mark.slow
 def test_expired_request_is_answered_timeout_instead_of_run(
     start_gateway: Callable[..., GatewayProcess], probe: Probe
 ) -> None:
@@ -102,6 +105,7 @@ def test_expired_request_is_answered_timeout_instead_of_run(
     assert replies[b"slow"]["result"] >= seconds
 
 
+@pytest.mark.slow
 def test_sigterm_finishes_in_flight_calls_and_exits_0(
     start_gateway: Callable[..., GatewayProcess], probe: Probe
 ) -> None:
@@ -116,6 +120,7 @@ def test_sigterm_finishes_in_flight_calls_and_exits_0(
 
 
 @pytest.mark.parametrize("synchronous", ["normal", "full"])
+@pytest.mark.slow
 def test_sigterm_publishes_what_finishes_in_the_grace_after_its_commit(
     start_gateway: Callable[..., GatewayProcess], probe: Probe, synchronous: str
 ) -> None:
@@ -130,6 +135,7 @@ def test_sigterm_publishes_what_finishes_in_the_grace_after_its_commit(
     assert collect(probe, reply_topic, 1)[b"short"] == {"result": "done"}
 
 
+@pytest.mark.slow
 def test_sigterm_answers_unavailable_past_the_grace(start_gateway: Callable[..., GatewayProcess], probe: Probe) -> None:
     gateway = start_gateway("--workers", "2", *FUNCS, env={"ROOST_SHUTDOWN_GRACE": "0.2"})
     reply_topic = reply_topic_for("d1")

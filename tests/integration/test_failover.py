@@ -16,10 +16,13 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 
 import msgpack
+import pytest
 
 from tests.support.gateway_process import GatewayProcess
 from tests.support.probe import Probe, reply_topic_for
 from tests.support.timeouts import scaled, wait_for
+
+pytestmark = pytest.mark.slow  # two gateways in a share group, one killed
 
 WHERE = "devices/d1/where"  # answers the pid of the process that ran it: with the inline executor, the gateway's
 

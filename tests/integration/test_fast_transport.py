@@ -220,6 +220,7 @@ def test_requests_and_replies_at_every_qos_with_properties(broker: LocalBroker, 
     run(scenario(), 30)
 
 
+@pytest.mark.slow
 def test_the_broker_refusing_a_subscription_names_the_filter(
     private_broker: Callable[..., LocalBroker], broker_dir: Path
 ) -> None:
@@ -359,6 +360,7 @@ def test_unacked_publishes_are_resent_with_dup_after_the_broker_restarts(
     run(scenario(), 40)
 
 
+@pytest.mark.slow
 def test_reconnects_with_backoff_and_renews_subscriptions_of_a_lost_session(
     private_broker: Callable[..., LocalBroker], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -436,6 +438,7 @@ def test_acks_are_sent_in_order_of_arrival_and_an_unacked_message_is_redelivered
 # -- keepalive, dead connections, broken brokers ---------------------------------------
 
 
+@pytest.mark.slow
 def test_keepalive_pings_and_a_silent_broker_is_dropped(broker: LocalBroker, caplog: pytest.LogCaptureFixture) -> None:
     async def scenario() -> None:
         async with Proxy(broker.port) as proxy:

@@ -59,6 +59,7 @@ def fuzz_probe(broker: LocalBroker) -> Iterator[Probe]:
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(payload=payloads, device_id=device_ids, function=st.sampled_from(FUNCTIONS))
+@pytest.mark.slow
 def test_random_requests_always_get_a_well_formed_reply(
     fuzz_gateway: GatewayProcess, fuzz_probe: Probe, payload: bytes, device_id: str, function: str
 ) -> None:
@@ -120,6 +121,7 @@ def test_hostile_payloads_and_topics_get_a_clear_error(
     assert fuzz_gateway.process is not None and fuzz_gateway.process.poll() is None
 
 
+@pytest.mark.slow
 def test_memory_stays_flat_under_hostile_input(fuzz_gateway: GatewayProcess, broker: LocalBroker) -> None:
     """Thousands of hostile requests: the gateway's resident memory grows by no more than a few MB."""
     import psutil

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import msgpack
+import pytest
 
 from gateway.devbroker import LocalBroker
 from tests.integration.test_cli import roost
@@ -25,6 +26,7 @@ def metrics_env(port: int) -> dict[str, str]:
     return {"ROOST_METRICS__ENABLED": "true", "ROOST_METRICS__PORT": str(port)}
 
 
+@pytest.mark.slow
 def test_metrics_count_requests_by_function_and_outcome_while_they_flow(
     start_gateway: Callable[..., GatewayProcess], probe: Probe, broker: LocalBroker, free_port: int, tmp_path: Path
 ) -> None:
@@ -108,6 +110,7 @@ def _launch(gateway: GatewayProcess) -> None:
         gateway.process = subprocess.Popen(gateway.args, cwd=ROOT, env=gateway.env, stdout=log, stderr=log)
 
 
+@pytest.mark.slow
 def test_health_follows_the_broker_connection_and_status_reports_it(logs: Path, transport: str, free_port: int) -> None:
     port = free_port
     own = LocalBroker()  # its port is chosen, but nothing listens there yet

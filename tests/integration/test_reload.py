@@ -8,6 +8,7 @@ import uuid
 from pathlib import Path
 
 import msgpack
+import pytest
 
 from gateway.devbroker import LocalBroker
 from tests.integration.test_operations import metrics_env
@@ -62,6 +63,7 @@ def reloads(port: int, outcome: str) -> float:
     return value(scrape(port), "roost_reloads_total", outcome=outcome)
 
 
+@pytest.mark.slow
 def test_reload_picks_up_a_changed_module_while_an_in_flight_call_completes(
     tmp_path: Path, logs: Path, broker: LocalBroker, probe: Probe, free_port: int
 ) -> None:

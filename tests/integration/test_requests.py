@@ -202,6 +202,7 @@ def test_function_runs_where_the_executor_says(gateway: GatewayProcess, probe: P
         assert pid == gateway_pid
 
 
+@pytest.mark.slow
 def test_cli_call_exit_codes(gateway: GatewayProcess, broker: LocalBroker) -> None:
     def call(*args: str) -> subprocess.CompletedProcess[str]:
         # A generous reply timeout; a call that tests the timeout gives its own, later on the line (it wins).

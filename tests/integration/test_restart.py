@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import msgpack
+import pytest
 
 from gateway.devbroker import LocalBroker
 from tests.integration.test_operations import metrics_env
@@ -43,6 +44,7 @@ def test_requests_queued_while_the_gateway_is_down_are_answered(
     assert seen == {n: {"result": n + 1} for n in range(200)}
 
 
+@pytest.mark.slow
 def test_sigkill_loses_nothing_that_was_not_acknowledged(
     start_gateway: Callable[..., GatewayProcess], probe: Probe
 ) -> None:

@@ -134,6 +134,7 @@ def call(probe: Probe, device_id: str, reply_to: str, a: int) -> None:
                   correlation_data=str(a).encode())  # fmt: skip
 
 
+@pytest.mark.slow
 def test_the_gateway_serves_over_tls_with_a_client_certificate_and_a_password(
     secure: SecureBroker, secure_gateway: GatewayProcess, device: Callable[..., Probe]
 ) -> None:
@@ -165,6 +166,7 @@ def test_device_a_can_neither_call_as_b_nor_read_b_replies(
     assert value(scrape(port), "roost_requests_dropped_total", reason="reply_space") == 1  # A's forged reply topic
 
 
+@pytest.mark.slow
 def test_roost_call_logs_in_as_a_device_over_tls_with_the_gateways_settings(
     secure: SecureBroker, secure_gateway: GatewayProcess, tmp_path: Path
 ) -> None:
@@ -206,6 +208,7 @@ def run_once(secure: SecureBroker, env: dict[str, str]) -> subprocess.CompletedP
     )
 
 
+@pytest.mark.slow
 def test_server_verification_is_on_by_default(secure: SecureBroker) -> None:
     # Each attempt fails at the handshake; the gateway retries until its connect timeout, then exits 69.
     result = run_once(secure, tls_env(secure, ca=secure.pki.other_ca, connect_timeout=1.0))

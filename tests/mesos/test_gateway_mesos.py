@@ -54,6 +54,7 @@ def whereabouts(probe: Probe, count: int) -> list[dict[str, Any]]:
     return results
 
 
+@pytest.mark.slow
 def test_calls_run_warm_in_executor_workers_on_both_agents(
     gateway_on_mesos: GatewayProcess, cluster: StandIn, probe: Probe
 ) -> None:
@@ -111,6 +112,7 @@ CASES: list[tuple[str, dict[str, Any] | None]] = [
 ]
 
 
+@pytest.mark.slow
 def test_replies_are_identical_to_the_local_executors(
     gateway_on_mesos: GatewayProcess, gateway_on_local: GatewayProcess, cluster: StandIn, probe: Probe
 ) -> None:

@@ -12,12 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import msgpack
+import pytest
 
 from gateway.devbroker import LocalBroker
 from tests.mesos.mesos_gateway import executor_ids, mesos_gateway, mesos_metrics, metrics_when, the_framework
 from tests.mesos_standin.harness import StandIn, wait_for
 from tests.support.probe import Probe, reply_topic_for
 from tests.support.timeouts import scaled, scaled_text
+
+pytestmark = pytest.mark.slow  # every test here runs a gateway on the Mesos stand-in
 
 
 def send(probe: Probe, topic: str, args: dict[str, Any]) -> tuple[str, bytes]:

@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from gateway.devbroker import LocalBroker
 from tests.mesos.mesos_gateway import (
     live_tasks,
@@ -28,6 +30,8 @@ from tests.mesos_standin.harness import StandIn, wait_for
 from tests.support.gateway_process import GatewayProcess
 from tests.support.probe import Probe
 from tests.support.timeouts import scaled
+
+pytestmark = pytest.mark.slow  # every test here runs a gateway on the Mesos stand-in
 
 
 class Caller(threading.Thread):

@@ -5,10 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from gateway.devbroker import LocalBroker
 from tests.mesos.mesos_gateway import executor_ids, mesos_gateway, mesos_metrics, the_framework
 from tests.mesos_standin.harness import StandIn, wait_for
 from tests.support.probe import Probe
+
+pytestmark = pytest.mark.slow  # every test here runs a gateway on the Mesos stand-in
 
 
 def tasks_in_state(standin: StandIn) -> dict[str, dict[str, Any]]:

@@ -21,6 +21,8 @@ from tests.mesos_standin.harness import StandIn, wait_for
 from tests.support.probe import Probe, device_of, reply_topic_for
 from tests.support.timeouts import scaled
 
+pytestmark = pytest.mark.slow  # every test here runs a gateway on the Mesos stand-in
+
 
 def send(probe: Probe, topic: str, args: dict[str, Any]) -> tuple[str, bytes]:
     """Publish a request without waiting; its reply topic and correlation data."""

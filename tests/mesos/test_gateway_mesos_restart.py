@@ -22,6 +22,8 @@ from tests.mesos_standin.harness import StandIn, wait_for
 from tests.support.probe import Probe
 from tests.support.timeouts import scaled, scaled_text
 
+pytestmark = pytest.mark.slow  # every test here runs a gateway on the Mesos stand-in
+
 
 def served_by(probe: Probe) -> str:
     """The Mesos executor a call ran in."""

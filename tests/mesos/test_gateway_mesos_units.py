@@ -125,6 +125,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> bundle.Bundle:
     return bundle.build(["functions.examples"], tmp_path_factory.getbasetemp() / "mesos-bundles")
 
 
+@pytest.mark.slow
 def test_bundle_holds_the_app_its_dependencies_and_is_reused_while_unchanged(built: bundle.Bundle) -> None:
     with tarfile.open(built.path) as tar:
         names = set(tar.getnames())
@@ -139,6 +140,7 @@ def test_bundle_holds_the_app_its_dependencies_and_is_reused_while_unchanged(bui
     assert again.path == built.path and again.digest == built.digest
 
 
+@pytest.mark.slow
 def test_bundle_carries_what_a_function_module_imports_from_elsewhere_in_its_project(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -9,12 +9,16 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
+
 from gateway.devbroker import LocalBroker
 from tests.mesos.mesos_gateway import mesos_gateway, metrics_when
 from tests.mesos_standin.harness import StandIn
 from tests.support.gateway_process import GatewayProcess
 from tests.support.probe import Probe
 from tests.support.timeouts import scaled, scaled_text
+
+pytestmark = pytest.mark.slow  # every test here runs a gateway on the Mesos stand-in
 
 
 def gateway_without_cluster(

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from pymesos import decode_data, encode_data
 
 from tests.mesos_standin.control import Control
@@ -14,6 +15,8 @@ from tests.mesos_standin.harness import FAST, StandIn, process_alive, wait_for
 from tests.mesos_standin.protocol import format_duration
 from tests.mesos_standin.recorder import RecordedFramework
 from tests.mesos_standin.tasks import decode, executor_info, task_info
+
+pytestmark = pytest.mark.slow  # every test here runs executors on the stand-in's agents
 
 MESOS_VARIABLES = {
     "MESOS_FRAMEWORK_ID",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pytest
 from pymesos import decode_data, encode_data
 
 from tests.mesos_standin.control import Control
@@ -16,6 +17,7 @@ from tests.support.timeouts import scaled
 INFO = {"user": "roost", "name": "raw", "failover_timeout": 60.0}
 
 
+@pytest.mark.slow
 def test_new_driver_with_saved_id_reregisters_and_keeps_tasks(
     frameworks: Callable[..., RecordedFramework], control: Control, bundle_url: str
 ) -> None:

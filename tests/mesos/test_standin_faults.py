@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+import pytest
 from pymesos import decode_data, encode_data
 
 from tests.mesos_standin.control import Control
@@ -24,6 +25,7 @@ def _launch(fw: RecordedFramework, bundle_url: str, executor_id: str, task_id: s
     return offer["agent_id"], report["pgid"], mark
 
 
+@pytest.mark.slow
 def test_kill_agent_partition_aware(
     frameworks: Callable[..., RecordedFramework], control: Control, bundle_url: str
 ) -> None:
@@ -46,6 +48,7 @@ def test_kill_agent_partition_aware(
     assert fw.log.wait_for("statusUpdate", after=mark)[0]["state"] == "TASK_UNREACHABLE"
 
 
+@pytest.mark.slow
 def test_kill_agent_without_partition_awareness_or_checkpointing(
     frameworks: Callable[..., RecordedFramework], control: Control, bundle_url: str
 ) -> None:
@@ -61,6 +64,7 @@ def test_kill_agent_without_partition_awareness_or_checkpointing(
     fw.log.wait_for("slaveLost", after=mark)
 
 
+@pytest.mark.slow
 def test_kill_executor_and_drop_messages(
     frameworks: Callable[..., RecordedFramework], control: Control, bundle_url: str
 ) -> None:
@@ -88,6 +92,7 @@ def test_kill_executor_and_drop_messages(
     assert not process_alive(pgid)
 
 
+@pytest.mark.slow
 def test_stall_heartbeats_and_silence(frameworks: Callable[..., RecordedFramework], control: Control) -> None:
     fw = frameworks()
     fw.log.index_of("heartbeat")
@@ -118,6 +123,7 @@ def test_drop_scheduler_connection(frameworks: Callable[..., RecordedFramework],
     assert fw.log.of("disconnected") and fw.id == framework_id
 
 
+@pytest.mark.slow
 def test_restart_master_keeps_registry_and_answers_503_while_recovering(
     frameworks: Callable[..., RecordedFramework], control: Control
 ) -> None:

@@ -6,6 +6,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from tests.mesos_standin.control import Control
 from tests.mesos_standin.harness import FAST, StandIn, wait_for
 from tests.mesos_standin.rawclient import RawSubscription, call
@@ -15,6 +17,7 @@ from tests.support.timeouts import scaled
 INFO = {"user": "roost", "name": "raw", "failover_timeout": 60.0}
 
 
+@pytest.mark.slow
 def test_pymesos_registers_gets_heartbeats_and_offers_in_the_v1_shape(
     frameworks: Callable[..., RecordedFramework], standin: StandIn
 ) -> None:
@@ -134,6 +137,7 @@ def _offer_events_between(fw: RecordedFramework, start: int) -> list[dict[str, A
     return [offer for name, args in fw.log.events[start:] if name == "resourceOffers" for offer in args[0]]
 
 
+@pytest.mark.slow
 def test_decline_filters_suppress_and_revive(frameworks: Callable[..., RecordedFramework]) -> None:
     fw = frameworks()
     offers = fw.offers(count=2)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from tests.mesos_standin.control import Control
 from tests.mesos_standin.harness import StandIn, process_alive, wait_for
 from tests.mesos_standin.recorder import RecordedFramework
@@ -12,6 +14,7 @@ from tests.mesos_standin.tasks import executor_info, scalar, task_info
 from tests.support.timeouts import scaled_text
 
 
+@pytest.mark.slow
 def test_unacknowledged_update_is_resent_and_blocks_later_ones(
     frameworks: Callable[..., RecordedFramework], bundle_url: str
 ) -> None:
@@ -77,6 +80,7 @@ def test_command_tasks_run_and_are_killed(
     assert not fw.log.of("executorLost")  # command executors do not produce FAILURE
 
 
+@pytest.mark.slow
 def test_accept_validation_gives_status_updates(frameworks: Callable[..., RecordedFramework], bundle_url: str) -> None:
     fw = frameworks()
     offer = fw.offers()[0]
@@ -97,6 +101,7 @@ def test_accept_validation_gives_status_updates(frameworks: Callable[..., Record
     assert dropped["reason"] == "REASON_INVALID_OFFERS"
 
 
+@pytest.mark.slow
 def test_registration_timeout_and_kill_before_delivery(tmp_path: Path) -> None:
     with StandIn(tmp_path / "work", agents=1, executor_registration_timeout=scaled_text(1)) as standin:
         fw = RecordedFramework(standin.master).start()
