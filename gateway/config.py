@@ -82,7 +82,7 @@ class Settings(BaseSettings):
     transport: Literal["fast", "paho"] | None = Field(default=None, validate_default=True)
     executor: Literal["local", "inline", "mesos"] = "local"
     workers: Positive = 2
-    mesos: MesosSettings = MesosSettings()
+    mesos: MesosSettings = Field(default_factory=MesosSettings)  # its state_file default reads the environment
     limits: Limits = Limits()
     durable: DurableSettings = DurableSettings()
     shutdown_grace: float = Field(default=5.0, ge=0)

@@ -97,3 +97,14 @@ def test_environment_errors_are_named(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_broker_address_forms() -> None:
     assert BrokerAddress.parse("example.org") == BrokerAddress(host="example.org", port=1883)
     assert BrokerAddress.parse("[::1]:1884") == BrokerAddress(host="::1", port=1884)
+
+
+def test_default_state_follows_xdg_state_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    settings = load_settings(client_id="gw/1")
+    assert settings.durable.file_for("gw/1") == tmp_path / "state" / "roost" / "gw_1.queue.sqlite3"
+    assert settings.mesos.state_file == tmp_path / "state" / "roost" / "mesos-framework.json"
+    # The XDG spec ignores a relative path: the default under HOME applies.
+    monkeypatch.setenv("XDG_STATE_HOME", "relative/state")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert load_settings().durable.file_for("x") == tmp_path / "home" / ".local" / "state" / "roost" / "x.queue.sqlite3"
