@@ -28,6 +28,7 @@ from rich.table import Table  # noqa: E402
 
 from gateway.client import NoReply, RequestClient  # noqa: E402
 from gateway.devbroker import LocalBroker  # noqa: E402
+from tests.mesos.mesos_gateway import agent_python  # noqa: E402
 from tests.mesos_standin.harness import StandIn  # noqa: E402
 
 FUNCTIONS = ("functions.examples", "tests.mesos.gateway_funcs")
@@ -71,6 +72,9 @@ def start_gateway(broker: str, master: str, work: Path) -> subprocess.Popen[byte
         ROOST_DURABLE__PATH=str(work / "queue.sqlite3"),
         ROOST_MESOS__STATE_FILE=str(work / "framework.json"),
         ROOST_MESOS__BUNDLE_DIR=str(work / "bundles"),
+        # The stand-in's agents run on this machine: give them this Python by path when the agents' bare
+        # PATH has no python3.X of this version (a pyenv-only Python, say), as the tests do.
+        ROOST_MESOS__PYTHON=agent_python(),
     )
     functions = [arg for module in FUNCTIONS for arg in ("--functions", module)]
     args = [sys.executable, "-m", "gateway", "run", "--broker", broker, "--executor", "mesos"]
