@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from gateway.config import BrokerAddress, Settings, load_settings
+from gateway.config import AUTO_SHARE_GROUP, BrokerAddress, Settings, load_settings
 from gateway.errors import ConfigError, RegistryError, TransportError
 from gateway.logs import LogFormat
 
@@ -59,9 +59,20 @@ def build_parser() -> argparse.ArgumentParser:
     _settings_flags(functions)
     check = commands.add_parser("check", help="validate the settings and functions, then exit")
     _settings_flags(check)
-    acl = commands.add_parser("acl", help="print a mosquitto ACL that keeps each device in its own topics")
+    acl = commands.add_parser("acl", help="print the broker configuration that keeps each device in its own topics")
     _settings_flags(acl)
     acl.add_argument("--gateway-user", dest="gateway_user", default="roost", help="the gateway's broker username")
+    acl.add_argument(
+        "--format",
+        dest="acl_format",
+        choices=["acl-file", "dynsec"],
+        default="acl-file",
+        help="a mosquitto acl_file, or the dynamic-security plugin's file (which also governs subscriptions)",
+    )
+    acl.add_argument(
+        "--devices-from", dest="devices_from", type=Path, help="dynsec: device names, one a line, or the password file"
+    )
+    acl.add_argument("--device", dest="devices", action="append", default=[], help="dynsec: a device (repeatable)")
     call = commands.add_parser("call", help="call a function over MQTT and print the reply")
     call.add_argument("--config", type=Path, help="settings for broker, TLS, MQTT version, namespace, reply prefix")
     call.add_argument("--broker", help="broker address HOST:PORT (default: from --config, else 127.0.0.1:1883)")
@@ -130,6 +141,11 @@ def main(argv: list[str] | None = None) -> int:
 
             return demo_command(ns)
         settings = load_settings(ns.config, **_flags(ns))
+        if ns.command in ("run", "check") and settings.share_group == AUTO_SHARE_GROUP:
+            raise ConfigError(
+                "invalid setting 'share_group': \"auto\" names the group after the gateway's password: set password"
+                " (ROOST_PASSWORD), or choose a random name"
+            )
         if ns.command == "status":
             from gateway.status import status_command
 
@@ -147,9 +163,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"ok: {len(registry.specs)} functions, broker {settings.broker}")
             return EXIT_OK
         if ns.command == "acl":
-            from gateway.acl import render_acl
+            from gateway.acl import render
 
-            print(render_acl(settings, registry, ns.gateway_user), end="")
+            print(render(settings, registry, ns.gateway_user, ns.acl_format, ns.devices, ns.devices_from), end="")
             return EXIT_OK
         return _run(settings, registry, ns.reload)
     except (ConfigError, RegistryError) as exc:

@@ -8,6 +8,8 @@ stops the start with one line naming the setting (:class:`ConfigError`).
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import socket
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -38,12 +40,14 @@ from gateway.topics import TopicTemplate
 
 __all__ = [
     "ANY_REPLY_TOPIC",
+    "AUTO_SHARE_GROUP",
     "DEFAULT_BROKER",
     "DEFAULT_FUNCTIONS",
     "DEFAULT_NAMESPACE",
     "DEFAULT_REPLY_PREFIX",
     "BrokerAddress",
     "Settings",
+    "derived_share_group",
     "load_settings",
 ]
 
@@ -52,6 +56,12 @@ DEFAULT_NAMESPACE = "devices/{device_id}/{function:path}"
 DEFAULT_REPLY_PREFIX = "roost/replies"
 DEFAULT_BROKER = BrokerAddress(host="127.0.0.1", port=1883)
 ANY_REPLY_TOPIC = "#"  # reply_spaces = ["#"]: replies may go to any topic (the check is off)
+AUTO_SHARE_GROUP = "auto"  # share_group = "auto": named after the gateways' password
+
+
+def derived_share_group(password: str) -> str:
+    """The share group ``share_group = "auto"`` stands for: a keyed hash of the gateways' broker password."""
+    return "roost-" + hmac.new(password.encode(), b"roost share group", hashlib.sha256).hexdigest()[:32]
 
 
 class Settings(BaseSettings):
@@ -90,6 +100,7 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"  # one line per event either way
     metrics: MetricsSettings = MetricsSettings()
     # Gateways with the same group share the requests ($share/<group>/...); None: each gets every request.
+    # "auto": a name derived from the password, which no device can guess (docs/operations.md).
     share_group: str | None = Field(default=None, min_length=1, pattern=r"^[^/+#$\x00]+$")
 
     @pydantic.model_validator(mode="before")
@@ -101,6 +112,28 @@ class Settings(BaseSettings):
         if isinstance(data, dict) and data.get("share_group") and data.get("session_expiry") is None:
             return {**data, "session_expiry": 0}
         return data
+
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _secret_share_group(cls, data: Any) -> Any:
+        # A device that knows the group's name could ask to join it (docs/operations.md): "auto" names it
+        # after the password the gateways log in with. Without one it stays "auto", refused by run and check.
+        if isinstance(data, dict) and data.get("share_group") == AUTO_SHARE_GROUP and data.get("password"):
+            password = data["password"]
+            secret = password.get_secret_value() if isinstance(password, pydantic.SecretStr) else str(password)
+            return {**data, "share_group": derived_share_group(secret)}
+        return data
+
+    def device_concurrency(self) -> int | None:
+        """Calls one device may have under way on worker processes: ``limits.device_share`` of them, at least one
+        (``None``: no limit). The workers of the local executor, or of every Mesos executor the pool may grow to.
+        """
+        if self.limits.device_share is None:
+            return None
+        workers = self.workers
+        if self.executor == "mesos":
+            workers = self.mesos.workers * (self.mesos.max_executors or self.mesos.executors)
+        return max(1, int(workers * self.limits.device_share))
 
     def reply_space_templates(self) -> tuple[TopicTemplate, ...] | None:
         """The reply spaces as templates; ``None`` when replies may go to any topic."""

@@ -85,8 +85,14 @@ class Limits(BaseModel):
     max_argument_bytes: int = Field(default=64 * 1024, ge=1)  # one str or bin argument
     max_topic_bytes: int = Field(default=1024, ge=16)  # characters of a request topic
     max_topic_levels: int = Field(default=32, ge=2)  # levels of a request topic
+    # Correlation Data or $cid of one request: echoed in its reply and kept with it for duplicates.
+    # Clients send 8-16 bytes (the device SDK 8, UUIDs 16); 1 KiB leaves room for a structured id.
+    max_correlation_bytes: int = Field(default=1024, ge=16, le=65535)
     device_rate: float = Field(default=0.0, ge=0)  # requests per second per {device_id}; 0: unlimited
     device_burst: int = Field(default=20, ge=1)  # requests a device may send at once before its rate applies
+    # The share of the workers one device's calls may hold (running or waiting for one): past it, overloaded.
+    # None: no such limit (a device may queue up to max_queue calls). deploy/roost.toml sets 0.5.
+    device_share: float | None = Field(default=None, gt=0, le=1)
 
 
 class DurableSettings(BaseModel):
@@ -100,6 +106,7 @@ class DurableSettings(BaseModel):
     synchronous: Literal["normal", "full"] = "normal"
     result_ttl: float = Field(default=300.0, gt=0)  # seconds a reply answers duplicates of its request
     max_results: int = Field(default=20_000, ge=1)  # replies kept for duplicates, at most
+    max_results_bytes: int = Field(default=64 * 1024 * 1024, ge=65536)  # bytes of those replies, at most
     # Non-idempotent calls handed to executors at a time; after a crash these (only) are answered unavailable.
     max_started: int = Field(default=16, ge=1)
 
@@ -117,6 +124,9 @@ class MetricsSettings(BaseModel):
     # Loopback by default: the endpoint has no authentication.
     host: str = Field(default="127.0.0.1", min_length=1)
     port: int = Field(default=9108, ge=0, le=65535)  # 0 picks a free port (tests)
+    # Connections served at once; more wait in the kernel's listen backlog (docs/operations.md).
+    max_connections: int = Field(default=32, ge=1, le=1000)
+    idle_timeout: float = Field(default=5.0, gt=0)  # seconds a connection has to send its request and take the answer
 
 
 def _state_home() -> Path:

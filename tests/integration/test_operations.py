@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
 import subprocess
 import threading
 from collections.abc import Callable
@@ -172,3 +174,89 @@ def test_json_logs_are_one_object_per_line(start_gateway: Callable[..., GatewayP
     assert any(message.startswith("serving ") for message in messages)
     assert any("answered not_found" in message for message in messages)
     assert messages[-1] == "stopped"
+
+
+def _descriptors(pid: int) -> int:
+    """File descriptors process ``pid`` has open."""
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def _healthz_behind(port: int, while_waiting: Callable[[], object], timeout: float) -> bytes:
+    """GET /healthz on a new connection (queued behind whatever holds the endpoint); the whole answer.
+
+    ``while_waiting`` runs at each poll until the answer is in.
+    """
+    with socket.create_connection(("127.0.0.1", port), timeout=scaled(5)) as client:
+        client.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        client.setblocking(False)
+        answer = bytearray()
+
+        def complete() -> bool:
+            while_waiting()
+            try:
+                chunk = client.recv(4096)
+            except BlockingIOError:
+                return False
+            answer.extend(chunk)
+            return not chunk  # the endpoint closes after its answer
+
+        wait_for(complete, timeout, "the answer to /healthz")
+    return bytes(answer)
+
+
+def _endpoint_gateway(broker: LocalBroker, logs: Path, port: int, **metrics: str) -> GatewayProcess:
+    env = metrics_env(port) | {f"ROOST_METRICS__{key.upper()}": text for key, text in metrics.items()}
+    return GatewayProcess(broker.address, logs, "--executor", "inline", env=env)
+
+
+@pytest.mark.slow
+def test_idle_connections_to_the_endpoint_are_capped_and_time_out(
+    broker: LocalBroker, logs: Path, free_port: int
+) -> None:
+    gateway = _endpoint_gateway(broker, logs, free_port, max_connections="4", idle_timeout=scaled_text(0.3)).start()
+    try:
+        assert gateway.process is not None
+        pid = gateway.process.pid
+        baseline = _descriptors(pid)  # the endpoint listens (it starts before the gateway serves)
+        idle = [socket.create_connection(("127.0.0.1", free_port), timeout=scaled(5)) for _ in range(6)]
+        try:
+            wait_for(lambda: _descriptors(pid) >= baseline + 4, 10, "the endpoint to take four connections")
+            seen: list[int] = []
+            # Behind six idle clients: answered once the endpoint has closed the first four.
+            answer = _healthz_behind(free_port, lambda: seen.append(_descriptors(pid)), 20)
+            assert answer.startswith(b"HTTP/1.1 200 OK\r\n") and answer.endswith(b"\r\n\r\nok\n")
+            assert max(seen) <= baseline + 4, seen  # idle clients never held more than the cap
+            for client in idle:
+                assert client.recv(1) == b""  # closed for idling, without an answer
+        finally:
+            for client in idle:
+                client.close()
+    finally:
+        assert gateway.stop() == 0
+
+
+@pytest.mark.slow
+def test_running_out_of_descriptors_is_logged_once_per_interval_and_passes(
+    broker: LocalBroker, logs: Path, free_port: int, probe: Probe
+) -> None:
+    # The gateway may open 40 files (it uses 13); the endpoint would take 200 connections: it runs out first.
+    gateway = _endpoint_gateway(broker, logs, free_port, max_connections="200", idle_timeout=scaled_text(1.0))
+    gateway.args = ["prlimit", "--nofile=40", "--", *gateway.args]
+    gateway.start()
+    try:
+        assert gateway.process is not None
+        idle = [socket.create_connection(("127.0.0.1", free_port), timeout=scaled(5)) for _ in range(40)]
+        try:
+            wait_for(lambda: "cannot accept connections" in gateway.log(), 10, "the failed accept logged")
+            # The idle ones hold every descriptor for 1 s, an accept is retried every 0.5 s: two or more fail.
+            answer = _healthz_behind(free_port, lambda: None, 30)
+            assert answer.endswith(b"\r\n\r\nok\n")
+        finally:
+            for client in idle:
+                client.close()
+        assert probe.request("devices/d1/add", {"a": 1, "b": 2}) == {"result": 3}  # MQTT served throughout
+        lines = [line for line in gateway.log().splitlines() if "cannot accept connections" in line]
+        assert len(lines) == 1, lines  # the next one would come a minute later at the earliest
+        assert "[Errno 24] Too many open files (1 failed accepts since the last such line" in lines[0]
+    finally:
+        assert gateway.stop() == 0

@@ -12,9 +12,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.app import Gateway
-from gateway.config import load_settings
+from gateway.cli import EXIT_CONFIG, main
+from gateway.config import derived_share_group, load_settings
 from gateway.errors import ConfigError
-from gateway.health import OperationsEndpoint, readiness_problems
+from gateway.health import AcceptErrors, OperationsEndpoint, readiness_problems
 from gateway.logs import JsonFormatter, TextFormatter
 from gateway.registry import Registry
 from gateway.reload import FunctionReloader
@@ -50,6 +51,23 @@ def test_shared_filters_and_their_settings() -> None:
     assert load_settings().session_expiry == 3600
     with pytest.raises(ConfigError, match="share_group"):
         load_settings(share_group="a/b")
+
+
+def test_share_group_auto_is_named_after_the_password(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in ("ROOST_PASSWORD", "ROOST_SHARE_GROUP"):
+        monkeypatch.delenv(name, raising=False)
+    named = load_settings(share_group="auto", password="secret").share_group
+    assert named == derived_share_group("secret") and named is not None and len(named) == len("roost-") + 32
+    assert load_settings(share_group="auto", password="secret").session_expiry == 0  # as for any group
+    assert load_settings(share_group="auto", password="other").share_group != named
+    assert load_settings(share_group="auto").share_group == "auto"  # roost acl, call, status need no password
+    assert main(["check", "--share-group", "auto"]) == EXIT_CONFIG  # but run and check do
+    assert capsys.readouterr().err == (
+        "roost: invalid setting 'share_group': \"auto\" names the group after the gateway's password: set"
+        " password (ROOST_PASSWORD), or choose a random name\n"
+    )
 
 
 def _record(message: str, exc: BaseException | None = None) -> logging.LogRecord:
@@ -133,6 +151,52 @@ async def _endpoint_scenario() -> None:
     finally:
         gateway.request_stop()
         await asyncio.wait_for(running, scaled(10))
+        await endpoint.close()
+
+
+def test_failed_accepts_are_logged_once_per_interval_with_their_count(caplog: pytest.LogCaptureFixture) -> None:
+    now = 0.0
+    errors = AcceptErrors(interval=60.0, clock=lambda: now)
+    with caplog.at_level(logging.ERROR, logger="gateway.health"):
+        for step in range(150):  # one every half second for 75 s
+            now = step / 2
+            errors.note(OSError(24, "Too many open files"))
+    lines = [record.getMessage() for record in caplog.records]
+    assert errors.total == 150 and len(lines) == 2  # at 0 s and at 60 s
+    assert "[Errno 24] Too many open files (1 failed accepts since the last such line" in lines[0]
+    assert "(120 failed accepts since the last such line; retrying every 0.5 s, logged at most every 60 s)" in lines[1]
+
+
+def test_the_endpoint_caps_its_connections_and_closes_idle_ones() -> None:
+    asyncio.run(asyncio.wait_for(_capped_endpoint(), scaled(30)))
+
+
+async def _capped_endpoint() -> None:
+    metrics = {"max_connections": 2, "idle_timeout": scaled(0.2)}
+    settings = load_settings(executor="inline", functions=["functions.examples"], durable={"enabled": False},
+                             metrics=metrics)  # fmt: skip
+    gateway = Gateway(settings, Registry.from_modules(settings.functions), MemoryTransport())
+    endpoint = OperationsEndpoint(gateway, "127.0.0.1", 0)
+    await endpoint.start()
+    idle = [await asyncio.open_connection("127.0.0.1", endpoint.port) for _ in range(3)]
+    try:
+        await until(lambda: endpoint.connections == 2, what="the endpoint to take two connections")
+        answer = asyncio.create_task(_get(endpoint.port, "/healthz"))  # waits in the backlog behind the idle ones
+        peak = 0
+
+        def answered() -> bool:
+            nonlocal peak
+            peak = max(peak, endpoint.connections)
+            return answer.done()
+
+        await until(answered, 10, "the answer to /healthz")
+        assert answer.result() == (200, "ok\n") and peak == 2
+        for reader, _ in idle:
+            assert await reader.read() == b""  # closed for idling, without an answer
+        await until(lambda: endpoint.connections == 0, what="every connection closed")
+    finally:
+        for _, writer in idle:
+            writer.close()
         await endpoint.close()
 
 
