@@ -33,6 +33,7 @@ class PayloadLimits:
     max_items: int = DEFAULT_ITEMS  # elements of one array, entries of one map
     max_arguments: int = 64  # named arguments of one request
     max_argument_bytes: int = 64 * 1024  # one str or bin argument
+    max_correlation_bytes: int = 1024  # Correlation Data or $cid
 
 
 def _default(value: object) -> object:

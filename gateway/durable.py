@@ -19,8 +19,18 @@ over at a time: so after a crash only those really under way are answered
 
 After a crash, :meth:`DurableQueue.start` republishes stored replies the
 broker had not confirmed and hands back the requests that were stored but not
-answered. A request delivered again (same device, same correlation id) is
-answered from the store, or left to the first copy while that one still runs.
+answered. A request delivered again (same device, topic, correlation id and
+payload: the same 16-byte key, ``gateway.dispatch.dedup_key``) is answered from
+the store, or left to the first copy while that one still runs.
+
+The replies kept for that are bounded three ways: ``result_ttl`` seconds,
+``max_results`` rows and ``max_results_bytes`` bytes (what a kept row holds: its
+reply, topic and correlation data). The index in memory holds one small,
+fixed-size entry per kept row (a key is a digest, whatever the request), so it
+is bounded by the count. Every ``PRUNE_INTERVAL`` the queue picks the rows past
+a bound, oldest first, and the writer deletes them and gives a step of the freed
+pages back to the file system (``gateway/store.py``); while steps remain, the
+next prune comes sooner. Nothing of this runs per request.
 
 With ``synchronous = "full"`` (an fsync per commit) the commits run on a thread
 of their own, one in flight at a time, while the next batch grows on the loop
@@ -41,12 +51,15 @@ from dataclasses import dataclass
 
 from gateway.durable_writer import BatchWriter
 from gateway.errors import Overloaded
-from gateway.store import DONE, ReplyRow, RequestRow, RequestStore, StoredRequest
+from gateway.store import ROW_BYTES, ReplyRow, RequestRow, RequestStore, StoredRequest
 from gateway.transport.base import InboundMessage, OutboundMessage, Transport
 
 log = logging.getLogger(__name__)
 
 PRUNE_INTERVAL = 1.0  # seconds between prunes of old confirmed rows
+SHRINK_INTERVAL = 0.1  # seconds to the next prune while the file is shrinking or rows are due
+PRUNE_ROWS = 2000  # rows deleted by one prune at most (a few ms)
+PRUNE_BYTES = 2 * 1024 * 1024  # and bytes: long rows are slower to delete (overflow pages, ~0.2 ms per 60 KiB)
 # Confirmations ride along with the next commit, or are written after this long: losing one costs
 # only a republished (duplicate) reply, and a commit of its own would delay the next request.
 CONFIRM_DELAY = 0.05
@@ -54,10 +67,12 @@ CONFIRM_DELAY = 0.05
 
 @dataclass(slots=True)
 class _Known:
-    """What the dedup index knows of one (device, correlation id)."""
+    """A request the queue keeps an answer for: a call under way (with a dedup key), or a stored outcome."""
 
     seq: int
-    finished: float | None  # time.time() of the stored reply; None while the call runs
+    key: bytes | None  # the dedup key; None for requests that have none (events, refused requests)
+    finished: float | None = None  # time.time() of the stored outcome; None while the call runs
+    size: int = 0  # bytes its row keeps once finished
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +91,7 @@ class DurableQueue:
         transport: Transport,
         result_ttl: float,
         max_results: int,
+        max_results_bytes: int = 64 * 1024 * 1024,
         max_started: int = 16,
         max_waiting: int = 1000,
     ) -> None:
@@ -83,6 +99,7 @@ class DurableQueue:
         self._transport = transport
         self._ttl = result_ttl
         self._max_results = max_results
+        self._max_bytes = max_results_bytes
         self._loop: asyncio.AbstractEventLoop | None = None
         self._scheduled = False
         self._inbound: list[InboundMessage] = []  # stored in the coming commit, acknowledged after it
@@ -90,8 +107,11 @@ class DurableQueue:
         self._replies: list[ReplyRow] = []
         self._outbound: list[tuple[int, OutboundMessage]] = []
         self._confirmed: list[int] = []
-        self._keys: dict[int, str] = {}  # seq → dedup key, for calls still running
-        self._index: collections.OrderedDict[str, _Known] = collections.OrderedDict()
+        self._calls: dict[int, _Known] = {}  # seq → its index entry, for calls still running
+        self._index: collections.OrderedDict[bytes, _Known] = collections.OrderedDict()  # dedup key → request
+        self._kept: collections.deque[_Known] = collections.deque()  # stored outcomes, in order of finishing
+        self._kept_bytes = 0
+        self._stopped = False
         self._staged: dict[int, OutboundMessage] = {}  # replies in the coming commit or the one in flight
         self._writer = BatchWriter(store)
         self._held = 0  # calls in the commit in flight, started once it is written
@@ -118,11 +138,14 @@ class DurableQueue:
         Call on the event loop before the transport connects: the transport queues the republished replies.
         """
         self._loop = asyncio.get_running_loop()
+        for seq, key, finished, size in self.store.kept():
+            known = _Known(seq, key if isinstance(key, bytes) else None, finished, size + ROW_BYTES)
+            self._keep(known)
+            if known.key is not None:
+                self._remember(known.key, known)
         republished = 0
-        for reply in self.store.replies():
-            if reply.dedup_key is not None:
-                self._remember(reply.dedup_key, _Known(reply.seq, reply.finished))
-            if reply.state != DONE and reply.topic is not None:
+        for reply in self.store.unconfirmed():
+            if reply.topic is not None:
                 message = OutboundMessage(reply.topic, reply.payload, reply.qos, reply.correlation)
                 self._send(reply.seq, message)
                 republished += 1
@@ -134,7 +157,7 @@ class DurableQueue:
                 republished,
                 len(pending),
             )
-        self._pruner = self._loop.call_later(PRUNE_INTERVAL, self._prune)
+        self._pruner = self._loop.call_later(PRUNE_INTERVAL, self.prune)
         return pending
 
     async def settle(self) -> None:
@@ -148,6 +171,7 @@ class DurableQueue:
 
     def stop(self) -> None:
         """Wait for the commit in flight, write what is staged and close the store."""
+        self._stopped = True
         if self._pruner is not None:
             self._pruner.cancel()
         self._writer.close()  # from here on, commits run on the loop
@@ -175,7 +199,7 @@ class DurableQueue:
         self._schedule()
         return seq
 
-    def claim(self, seq: int, key: str) -> Duplicate | None:
+    def claim(self, seq: int, key: bytes) -> Duplicate | None:
         """Register request ``seq`` as the call for ``key``; a :class:`Duplicate` if ``key`` was seen."""
         known = self._index.get(key)
         if known is not None and known.seq != seq and not self._expired(known):
@@ -184,8 +208,9 @@ class DurableQueue:
             reply = self._staged.get(known.seq) or self._stored_reply(known.seq)
             if reply is not None:
                 return Duplicate(reply)
-        self._keys[seq] = key
-        self._remember(key, _Known(seq, None))
+        known = _Known(seq, key)
+        self._calls[seq] = known
+        self._remember(key, known)
         return None
 
     def start_in_order(self, seq: int, start: Callable[[], None], record: bool) -> None:
@@ -229,17 +254,19 @@ class DurableQueue:
             if self._waiting:
                 self._promote()
         now = time.time()
-        key = self._keys.pop(seq, None)
-        if key is not None:
-            known = self._index.get(key)
-            if known is not None and known.seq == seq:
-                known.finished = now
+        known = self._calls.pop(seq, None) or _Known(seq, None)
+        known.finished = now
         if reply is None:
-            self._replies.append((seq, key, now, None, b"", 0, None))
+            known.size = ROW_BYTES
+            self._replies.append((seq, known.key, now, None, b"", 0, None))
         else:
-            self._replies.append((seq, key, now, reply.topic, reply.payload, reply.qos, reply.correlation_data))
+            correlation = reply.correlation_data
+            known.size = ROW_BYTES + len(reply.payload) + len(reply.topic) + (len(correlation) if correlation else 0)
+            self._replies.append((seq, known.key, now, reply.topic, reply.payload, reply.qos, correlation))
             self._outbound.append((seq, reply))
             self._staged[seq] = reply
+        self._kept.append(known)  # what _keep does, without a call on the hot path
+        self._kept_bytes += known.size
         self._schedule()
 
     # -- the group commit --------------------------------------------------------------------
@@ -309,12 +336,17 @@ class DurableQueue:
 
     # -- the dedup index ---------------------------------------------------------------------
 
-    def _remember(self, key: str, known: _Known) -> None:
+    def _remember(self, key: bytes, known: _Known) -> None:
         index = self._index
         index[key] = known
         index.move_to_end(key)
         while len(index) > self._max_results:
             index.popitem(last=False)
+
+    def _keep(self, known: _Known) -> None:
+        """A stored outcome, to be pruned in its turn."""
+        self._kept.append(known)
+        self._kept_bytes += known.size
 
     def _expired(self, known: _Known) -> bool:
         return known.finished is not None and known.finished < time.time() - self._ttl
@@ -325,17 +357,43 @@ class DurableQueue:
                 return OutboundMessage(reply.topic, reply.payload, reply.qos, reply.correlation)
         return None
 
-    def _prune(self) -> None:
+    def _due(self, known: _Known, cutoff: float) -> bool:
+        """Whether the oldest kept outcome goes: past its time, or the rows or their bytes over a bound."""
+        finished = known.finished
+        return (
+            (finished is not None and finished < cutoff)
+            or len(self._kept) > self._max_results
+            or self._kept_bytes > self._max_bytes
+        )
+
+    def prune(self) -> None:
+        """Pick the kept rows past a bound, oldest first, and have the writer delete them and shrink the file a step.
+
+        At most ``PRUNE_ROWS`` rows and ``PRUNE_BYTES`` bytes at a time. Runs every ``PRUNE_INTERVAL``,
+        every ``SHRINK_INTERVAL`` while rows are due or the file is shrinking.
+        """
+        if self._pruner is not None:
+            self._pruner.cancel()  # called early (a test): one timer at a time
+            self._pruner = None
         cutoff = time.time() - self._ttl
-        index = self._index
-        while index:
-            key, known = next(iter(index.items()))
-            if known.finished is None or known.finished >= cutoff:
-                break
-            del index[key]
-        self._writer.prune(cutoff, self._max_results)
-        if self._loop is not None:
-            self._pruner = self._loop.call_later(PRUNE_INTERVAL, self._prune)
+        kept, index = self._kept, self._index
+        seqs: list[int] = []
+        freed = 0
+        while kept and len(seqs) < PRUNE_ROWS and freed < PRUNE_BYTES and self._due(kept[0], cutoff):
+            known = kept.popleft()
+            self._kept_bytes -= known.size
+            freed += known.size
+            seqs.append(known.seq)
+            if known.key is not None and index.get(known.key) is known:
+                del index[known.key]
+        backlog = bool(kept) and self._due(kept[0], cutoff)
+        self._writer.maintain(seqs, cutoff, lambda shrinking: self._pruned(backlog or shrinking))
+
+    def _pruned(self, more: bool) -> None:
+        if self._loop is not None and not self._stopped:
+            if self._pruner is not None:
+                self._pruner.cancel()
+            self._pruner = self._loop.call_later(SHRINK_INTERVAL if more else PRUNE_INTERVAL, self.prune)
 
 
 def _inbound(row: StoredRequest) -> InboundMessage:

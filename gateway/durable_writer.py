@@ -15,12 +15,21 @@ the follow-up of the one in flight has run on the loop, so batches grow under
 load. Pruning goes to the same thread, so while the queue runs the write
 connection is used by that thread only (the loop's lookups use the store's
 reader connection).
+
+Pruning (:meth:`BatchWriter.maintain`: delete rows, give a step of free pages
+back, truncate the WAL) runs where the commits run, between two of them, not on
+a thread of its own: a second connection would hold sqlite's write lock, and the
+loop's next commit would wait for it anyway. Each call does a bounded amount of
+work (the queue hands over a bounded number of rows, the store gives back a
+bounded step of pages), so it holds the loop (or the commit thread) a few
+milliseconds at most.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 from collections.abc import Callable
 
@@ -82,12 +91,23 @@ class BatchWriter:
             self._idle_waiters.append(waiter)
             await waiter
 
-    def prune(self, older_than: float, keep: int) -> None:
-        """Delete old confirmed rows (:meth:`RequestStore.prune`), after the commit in flight if any."""
-        if self._executor is None:
-            self._prune(older_than, keep)
-        else:
-            self._executor.submit(self._prune, older_than, keep)
+    def maintain(self, seqs: list[int], older_than: float, then: Callable[[bool], None]) -> None:
+        """Prune (:meth:`RequestStore.prune`) and shrink the file a step (:meth:`RequestStore.shrink`).
+
+        After the commit in flight if any; ``then(more)`` runs on the loop afterwards, ``more``: another
+        shrink step is due.
+        """
+        executor = self._executor
+        if executor is None:
+            then(self._maintain(seqs, older_than))
+            return
+        loop = asyncio.get_running_loop()
+
+        def done(future: concurrent.futures.Future[bool]) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: the queue has stopped
+                loop.call_soon_threadsafe(then, future.result())
+
+        executor.submit(self._maintain, seqs, older_than).add_done_callback(done)
 
     def close(self) -> None:
         """Wait for the commit in flight and run its follow-up (which may commit again, waited for too)."""
@@ -121,11 +141,13 @@ class BatchWriter:
             log.exception("durable queue: commit failed; %d requests go on without being stored", len(requests))
         self.commits += 1
 
-    def _prune(self, older_than: float, keep: int) -> None:
+    def _maintain(self, seqs: list[int], older_than: float) -> bool:
         try:
-            self._store.prune(older_than, keep)
+            self._store.prune(seqs, older_than)
+            return self._store.shrink()
         except Exception:
             log.exception("durable queue: pruning old replies failed")
+            return False
 
 
 def _nothing() -> None:
