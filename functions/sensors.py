@@ -9,7 +9,10 @@ router = Router()
 ALERT_ABOVE_C = 30.0
 
 
-@router.function("devices/{device_id}/readings/temperature", publish="alerts/{device_id}/temperature")
+# A comparison of two numbers: runs inline, on no worker process (and so outside a device's share of them).
+@router.function(
+    "devices/{device_id}/readings/temperature", publish="alerts/{device_id}/temperature", executor="inline"
+)
 def temperature(device_id: str, celsius: float) -> dict[str, object] | None:
     """Turn a temperature reading into an alert when it is too hot; ``None`` publishes nothing."""
     if celsius <= ALERT_ABOVE_C:

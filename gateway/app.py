@@ -97,12 +97,14 @@ class Gateway:
                     max_items=settings.limits.max_items,
                     max_arguments=settings.limits.max_arguments,
                     max_argument_bytes=settings.limits.max_argument_bytes,
+                    max_correlation_bytes=settings.limits.max_correlation_bytes,
                 ),
                 max_topic_bytes=settings.limits.max_topic_bytes,
                 max_topic_levels=settings.limits.max_topic_levels,
                 reply_spaces=settings.reply_space_templates(),
                 device_rate=settings.limits.device_rate,
                 device_burst=settings.limits.device_burst,
+                device_concurrency=settings.device_concurrency(),
             ),
             self.filters,
             self.durable,
@@ -185,6 +187,7 @@ def open_durable_queue(settings: Settings, transport: Transport) -> DurableQueue
         transport,
         durable.result_ttl,
         durable.max_results,
+        max_results_bytes=durable.max_results_bytes,
         max_started=durable.max_started,
         max_waiting=10 * settings.limits.max_queue,  # small entries; a restart's backlog arrives at once
     )

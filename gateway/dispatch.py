@@ -17,26 +17,46 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import logging
 import time
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from gateway import codec, limits, protocol, retry
 from gateway.config import DEFAULT_REPLY_PREFIX
 from gateway.durable import Duplicate, DurableQueue
-from gateway.errors import BadPayload, CallTimeout, InternalError, NotFound, Unavailable, WireError
+from gateway.errors import (
+    BadPayload,
+    BadResult,
+    CallTimeout,
+    InternalError,
+    NotFound,
+    RateLimited,
+    Unavailable,
+    WireError,
+)
 from gateway.executors.base import Call, Executor
 from gateway.protocol import ReplyAddress
 from gateway.registry import FunctionSpec, Registry
 from gateway.reply_guard import ReplyGuard
 from gateway.stats import DispatchStats
-from gateway.topics import TopicTemplate
+from gateway.topics import TopicTemplate, publish_problem
 from gateway.transport.base import InboundMessage, OutboundMessage, Transport
 
 log = logging.getLogger(__name__)
 
 NIL = b"\xc0"  # msgpack encoding of None
+
+_Route = tuple[tuple[FunctionSpec, dict[str, str]] | None, dict[str, str]]
+"""What a request's topic calls: the function and its parameters (``None`` if none), and the parameters
+(with the namespace's ``device_id``) to report against."""
+
+
+def _held(count: int) -> str:
+    """The tail of a log line that follows ``count`` held back by a device's :class:`~gateway.limits.Notices`."""
+    return f" ({count} more like it from this device were not logged)" if count else ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +75,7 @@ class DispatchOptions:
     reply_spaces: tuple[TopicTemplate, ...] | None = None
     device_rate: float = 0.0  # requests per second per device; 0: unlimited
     device_burst: int = 20
+    device_concurrency: int | None = None  # calls one device may have under way on worker processes; None: any
 
 
 class Dispatcher:
@@ -75,13 +96,19 @@ class Dispatcher:
         self._default = default_executor
         self._transport = transport
         self._options = options
-        self._guard = ReplyGuard(options.reply_spaces, options.namespace, registry, subscribed)
+        self._guard = ReplyGuard(
+            options.reply_spaces, options.namespace, registry, subscribed, options.max_topic_levels
+        )
         self._durable = durable
         self._limits = options.payload_limits or codec.PayloadLimits(max_bytes=options.max_payload_bytes)
         self._rate = limits.DeviceRateLimit(options.device_rate, options.device_burst) if options.device_rate else None
         self._concurrency = limits.Concurrency()
+        limit = options.device_concurrency
+        self._device_calls = limits.DeviceConcurrency(limit) if limit is not None else None
+        self._notices = limits.Notices()  # per-device allowance of log lines and rate_limited replies
         #: Outcomes and latencies for the metrics endpoint (plain counters: see gateway.stats).
         self.stats = DispatchStats([spec.key for spec in registry.specs])
+        transport.on_given_up = self._given_up
 
     def swap(self, registry: Registry, executors: Mapping[str, Executor], subscribed: Sequence[str]) -> None:
         """Serve ``registry`` on ``executors`` from now on (a reload); calls already submitted finish where they run."""
@@ -97,23 +124,83 @@ class Dispatcher:
 
     def handle(self, message: InboundMessage) -> None:
         """Handle one inbound message; never raises."""
+        try:
+            route = self._route(message.topic)
+            if message.retain:
+                self._refuse_retained(message, route)
+                return
+            if self._rate is not None and not self._within_rate_first(message, route):
+                return
+        except Exception:
+            log.exception("internal error admitting a message on %r", message.topic)
+            route = None
         if message.qos:
             durable = self._durable
             if durable is not None:
                 # Stored and acknowledged at the end of this loop turn; non-idempotent calls start after that.
-                self.run_stored(message, durable.stage(message), False)
+                self.run_stored(message, durable.stage(message), False, route)
                 return
             # Acknowledge at hand-off: a slow function must not hold the broker's window.
             self._transport.ack(message)
-        self.run_stored(message, None, False)
+        self.run_stored(message, None, False, route)
 
-    def run_stored(self, message: InboundMessage, seq: int | None, started: bool) -> None:
+    def _route(self, topic: str) -> _Route:
+        """The function ``topic`` calls (if any) and its parameters, with the namespace's ``device_id``."""
+        resolved = self._registry.resolve(topic)
+        params = resolved[1] if resolved else self._namespace_params(topic)
+        if "device_id" not in params and resolved is not None:
+            # A function whose template names no device, on a topic in the namespace: the namespace's device.
+            device_id = self._namespace_params(topic).get("device_id")
+            if device_id is not None:
+                params = {**params, "device_id": device_id}
+        return resolved, params
+
+    def _within_rate_first(self, message: InboundMessage, route: _Route) -> bool:
+        """Take the device's rate token before anything else is done for the request; False when it is over.
+
+        Over its rate, a request is not stored, parsed or run: acknowledged and counted. While the device's
+        :class:`~gateway.limits.Notices` allowance lasts it is also answered ``rate_limited`` and logged,
+        so a device that is a little over learns why, and a flood costs neither replies nor log lines.
+        """
+        assert self._rate is not None
+        resolved, params = route
+        device_id = params.get("device_id")
+        if device_id is None:
+            return True  # no device to hold to a rate (the ACL keeps devices to their own topics)
+        try:
+            self._rate.take(device_id)
+        except RateLimited as exc:
+            if message.qos:
+                self._transport.ack(message)
+            self.stats.failed(resolved[0].key if resolved is not None else "", exc.code)
+            held = self._notices.allow(device_id)
+            if held is not None:
+                log.warning("request on %r answered rate_limited: %s%s", message.topic, exc.message, _held(held))
+                address = protocol.early_reply_address(message)
+                if address is not None and self._guard.check(address.topic, message.topic, device_id) is None:
+                    self._publish(protocol.error_reply(address, exc))
+            return False
+        return True
+
+    def _refuse_retained(self, message: InboundMessage, route: _Route) -> None:
+        """A retained request is not run: the broker would hand it to the gateway again at every start.
+
+        Acknowledged without being stored, logged, counted and dead-lettered (the device can be told).
+        """
+        if message.qos:
+            self._transport.ack(message)
+        topic, params = message.topic, route[1]
+        self.stats.drop("retained")
+        if self._note(params, "refused a retained request on %r: requests must not be retained", topic):
+            self._dead_letter(params, topic, BadPayload("requests must not be retained: it was not run"))
+
+    def run_stored(self, message: InboundMessage, seq: int | None, started: bool, route: _Route | None = None) -> None:
         """Handle a message the durable queue has stored as ``seq``.
 
         ``started``: an earlier run had started it when it crashed (the call may have run).
         """
         try:
-            self._handle(message, seq, started)
+            self._handle(message, route or self._route(message.topic), seq, started)
         except Exception:
             log.exception("internal error handling a message on %r", message.topic)
             address = protocol.early_reply_address(message)
@@ -122,26 +209,22 @@ class Dispatcher:
             else:
                 self._end(seq)
 
-    def _handle(self, message: InboundMessage, seq: int | None = None, started: bool = False) -> None:
+    def _handle(self, message: InboundMessage, route: _Route, seq: int | None = None, started: bool = False) -> None:
         topic = message.topic
-        resolved = self._registry.resolve(topic)
-        params = resolved[1] if resolved else self._namespace_params(topic)
+        resolved, params = route
         device_id = params.get("device_id")
-        if device_id is None and resolved is not None:
-            # A function whose template names no device, on a topic in the namespace: the namespace's device.
-            device_id = self._namespace_params(topic).get("device_id")
-            if device_id is not None:
-                params = {**params, "device_id": device_id}
         try:
             options = self._options
             if len(topic) > options.max_topic_bytes or topic.count("/") >= options.max_topic_levels:
                 limit = f"{options.max_topic_bytes} characters or {options.max_topic_levels} levels"
                 raise BadPayload(f"topic is over the limits of {limit}")
-            request = protocol.parse_request(message, device_id, options.reply_prefix, self._limits)
+            request = protocol.parse_request(
+                message, device_id, options.reply_prefix, self._limits, options.max_topic_levels
+            )
         except WireError as exc:
-            address = protocol.early_reply_address(message)
+            address = protocol.fallback_reply_address(message, device_id, options.reply_prefix, self._limits)
             if address is None:
-                log.warning("dropped a request on %r with no reply address: %s", topic, exc.message)
+                self._note(params, "dropped a request on %r with no reply address: %s", topic, exc.message)
                 self.stats.drop("no_reply_address")
                 self._end(seq)
             elif self._reply_allowed(address, topic, params, seq):
@@ -151,7 +234,7 @@ class Dispatcher:
         if reply is not None and not self._reply_allowed(reply, topic, params, seq):
             return
         if seq is not None and reply is not None and self._durable is not None:
-            key = dedup_key(device_id or topic, reply)
+            key = dedup_key(device_id or topic, message, reply)
             duplicate = self._durable.claim(seq, key) if key is not None else None
             if duplicate is not None:
                 self._answer_duplicate(seq, reply, duplicate, topic)
@@ -160,12 +243,6 @@ class Dispatcher:
             self._fail(reply, NotFound(f"no function is registered at {topic!r}"), topic, seq)
             return
         spec = resolved[0]
-        if self._rate is not None and device_id is not None:
-            try:
-                self._rate.take(device_id)
-            except WireError as exc:
-                self._fail(reply, exc, topic, seq)
-                return
         if started and not spec.idempotent:
             # It may have run before the crash: at most once beats a double effect.
             error = Unavailable("the gateway restarted while this call was pending; it was not run again")
@@ -202,21 +279,40 @@ class Dispatcher:
         received: float,
     ) -> None:
         spec = call.spec
+        executor = self.executor_for(spec)
+        # Counted against the device's share of the worker processes (the inline executor has none to share).
+        device = params.get("device_id") if self._device_calls is not None and executor.name != "inline" else None
         try:
-            self._concurrency.enter(spec)
+            self._device_enter(device)
+            try:
+                self._concurrency.enter(spec)
+            except WireError:
+                self._device_leave(device)
+                raise
         except WireError as exc:
             self._fail(reply, exc, topic, seq)
             return
         try:
-            future = retry.submit_with_retries(self.executor_for(spec), call)
+            future = retry.submit_with_retries(executor, call)
         except WireError as exc:
             self._concurrency.leave(spec)
+            self._device_leave(device)
             self._fail(reply, exc, topic, seq)
             return
         if future.done():  # inline sync functions: reply in this loop turn, without a callback hop
-            self._finish(future, spec, params, reply, topic, seq, received)
+            self._finish(future, spec, params, reply, topic, seq, received, device)
         else:
-            future.add_done_callback(lambda done: self._finish(done, spec, params, reply, topic, seq, received))
+            future.add_done_callback(
+                lambda done: self._finish(done, spec, params, reply, topic, seq, received, device)
+            )
+
+    def _device_enter(self, device: str | None) -> None:
+        if device is not None and self._device_calls is not None:
+            self._device_calls.enter(device)
+
+    def _device_leave(self, device: str | None) -> None:
+        if device is not None and self._device_calls is not None:
+            self._device_calls.leave(device)
 
     def _namespace_params(self, topic: str) -> dict[str, str]:
         for template in self._options.namespace:
@@ -225,43 +321,101 @@ class Dispatcher:
                 return params
         return {}
 
+    def _note(self, params: dict[str, str], message: str, *args: object, level: int = logging.WARNING) -> bool:
+        """Log a line about a device's request, within the device's allowance (a flood cannot fill the log);
+        whether it was logged (what else the line goes with, a dead letter, follows it)."""
+        held = self._notices.allow(params.get("device_id"))
+        if held is None:
+            return False
+        log.log(level, message + "%s", *args, _held(held))
+        return True
+
+    def _note_for(self, topic: str, message: str, *args: object, level: int = logging.WARNING) -> None:
+        """:meth:`_note` for a request known by its topic only (its parameters are looked up again: rare paths)."""
+        self._note(self._route(topic)[1], message, *args, level=level)
+
     def _reply_allowed(self, reply: ReplyAddress, topic: str, params: dict[str, str], seq: int | None) -> bool:
         """Whether the reply to a request on ``topic`` may go to ``reply.topic``; a refusal is logged and ends it."""
         device_id = params.get("device_id")
         refusal = self._guard.check(reply.topic, topic, device_id)
         if refusal is None:
             return True
-        log.warning("refused a request on %r: its reply topic %r %s", topic, reply.topic, refusal.problem)
         self.stats.drop(refusal.reason)
-        if refusal.dead_letter and self._within_rate(device_id):  # a flood of refusals is not one of dead letters
-            self._dead_letter(params, topic, BadPayload(f"reply topic {reply.topic[:200]!r} {refusal.problem}"))
+        # Within the device's allowance only: a flood of refusals is neither one of log lines nor of dead letters.
+        shown = reply.topic[:200]
+        noted = self._note(params, "refused a request on %r: its reply topic %r %s", topic, shown, refusal.problem)
+        if noted and refusal.dead_letter:
+            self._dead_letter(params, topic, BadPayload(f"reply topic {shown!r} {refusal.problem}"))
         self._end(seq)
         return False
-
-    def _within_rate(self, device_id: str | None) -> bool:
-        """Take one of ``device_id``'s rate tokens; False when it is over its rate (always True without a limit)."""
-        if self._rate is None or device_id is None:
-            return True
-        try:
-            self._rate.take(device_id)
-        except WireError:
-            return False
-        return True
 
     def _dead_letter(self, params: dict[str, str], topic: str, error: WireError) -> None:
         """Report a request that failed for good on the dead-letter topic (if one is set)."""
         if self._options.dead_letter is not None:
             letter = retry.dead_letter(self._options.dead_letter, params, topic, error)
-            if letter is not None:
+            if letter is not None and self._publishable(letter.topic, "dead letter"):
                 self.stats.dead_lettered += 1
                 self._publish(letter)
 
+    def _publishable(self, target: str, what: str) -> bool:
+        """Whether a topic filled in from a request's parameters (``publish=``, dead letters) may be published to.
+
+        The parameters come from a topic the broker accepted, but a ``{name:path}`` one can add levels
+        past ``max_topic_levels``: such a publish is dropped with a log line, never sent.
+        """
+        problem = publish_problem(target, self._options.max_topic_levels)
+        if problem is None:
+            return True
+        self._note_for(target, "dropped the %s for %r: the topic %s", what, target[:200], problem)
+        self.stats.drop("unpublishable_topic")
+        return False
+
+    def _fits_broker(self, message: OutboundMessage, params: dict[str, str], topic: str) -> bool:
+        """Whether ``message`` is within the broker's Maximum Packet Size; if not, it is dead-lettered (and counted).
+
+        A broker drops a larger publish, or the connection: the device would never hear of its call.
+        """
+        limit = self._transport.broker_max_packet_size
+        if limit is None or len(message.payload) + 4 * len(message.topic) < limit - protocol.PUBLISH_ROOM - 65_535:
+            return True  # no limit, or far within it whatever the correlation data: no need to add up
+        if protocol.publish_size(message) <= limit:
+            return True
+        self._note(params, "a result for %r does not fit the broker's Maximum Packet Size of %d bytes", topic, limit)
+        self.stats.drop("too_large_for_broker")
+        self._dead_letter(params, topic, self._too_large(message))
+        return False
+
+    def _too_large(self, message: OutboundMessage) -> BadResult:
+        size, limit = len(message.payload), self._transport.broker_max_packet_size
+        return BadResult(f"the reply is {size} bytes, over the broker's limit of {limit} bytes a packet")
+
+    def _given_up(self, message: OutboundMessage, why: str) -> None:
+        """The transport gave up a publish the broker kept refusing: count it, and tell the device it was for."""
+        self.stats.drop("publish_given_up")
+        device_id = self._device_of_reply(message.topic)
+        dead = self._options.dead_letter
+        if device_id is None or dead is None or dead.match(message.topic) is not None:
+            return  # nobody to tell, or it was a dead letter itself
+        self._dead_letter({"device_id": device_id}, message.topic, Unavailable(f"the reply was not delivered: {why}"))
+
+    def _device_of_reply(self, topic: str) -> str | None:
+        """The device whose reply space ``topic`` lies in (``None`` outside every space, or without spaces)."""
+        parts = topic.split("/")
+        for space in self._options.reply_spaces or ():
+            size = len(space.levels)
+            params = space.match_levels(parts[:size]) if len(parts) >= size else None
+            if params is not None and "device_id" in params:
+                return params["device_id"]
+        return None
+
     def _answer_duplicate(self, seq: int, reply: ReplyAddress, duplicate: Duplicate, topic: str) -> None:
         if duplicate.reply is None:
-            log.info("request on %r delivered again while its first copy runs; that one will answer", topic)
+            self._note_for(topic, "request on %r delivered again while its first copy runs; that one will answer",
+                           topic, level=logging.INFO)
             self._end(seq)
             return
-        log.info("request on %r delivered again; answered with the stored reply", topic)
+        again = "request on %r delivered again; answered with the stored reply"
+        self._note_for(topic, again, topic, level=logging.INFO)
         self._publish(OutboundMessage(reply.topic, duplicate.reply.payload, reply.qos, reply.correlation_data), seq)
 
     def _end(self, seq: int | None) -> None:
@@ -271,14 +425,14 @@ class Dispatcher:
 
     def _fail(self, reply: ReplyAddress | None, error: WireError, topic: str, seq: int | None = None) -> None:
         if reply is None:
-            log.warning("event on %r failed: %s: %s", topic, error.code, error.message)
+            self._note_for(topic, "event on %r failed: %s: %s", topic, error.code, error.message)
             self._count_error(topic, error)
             self._end(seq)
         else:
             self._send_error(reply, error, topic, seq)
 
     def _send_error(self, reply: ReplyAddress, error: WireError, topic: str, seq: int | None = None) -> None:
-        log.info("request on %r answered %s: %s", topic, error.code, error.message)
+        self._note_for(topic, "request on %r answered %s: %s", topic, error.code, error.message, level=logging.INFO)
         self._count_error(topic, error)
         self._publish(protocol.error_reply(reply, error), seq)
 
@@ -306,10 +460,13 @@ class Dispatcher:
         topic: str,
         seq: int | None = None,
         received_at: float | None = None,
+        device: str | None = None,
     ) -> None:
-        """Publish the outcome of a call (runs as a future callback on the loop)."""
+        """Publish the outcome of a call (runs as a future callback on the loop); ``device``: counted against its
+        share of the workers."""
         if spec.concurrency is not None:
             self._concurrency.leave(spec)
+        self._device_leave(device)
         try:
             if future.cancelled():
                 raise Unavailable("the call was cancelled")
@@ -329,10 +486,17 @@ class Dispatcher:
                 # without the property call, on every request.
                 self.stats.functions[spec.template.template].answered(received_at)
             if reply is not None:
-                self._publish(protocol.result_reply(reply, encoded), seq)
+                answer = protocol.result_reply(reply, encoded)
+                if self._fits_broker(answer, params, topic):
+                    self._publish(answer, seq)
+                else:
+                    self._fail(reply, self._too_large(answer), topic, seq)
                 return
             if spec.publish is not None and encoded != NIL:
-                self._publish(OutboundMessage(spec.publish.render(params), encoded, qos=1))
+                target = spec.publish.render(params)
+                event = OutboundMessage(target, encoded, qos=1)
+                if self._publishable(target, f"result of {spec.key}") and self._fits_broker(event, params, topic):
+                    self._publish(event)
             self._end(seq)
         except WireError as exc:
             self._fail(reply, exc, topic, seq)
@@ -344,10 +508,27 @@ class Dispatcher:
                 self._end(seq)
 
 
-def dedup_key(device: str, reply: ReplyAddress) -> str | None:
-    """The identity of a request for duplicate detection: device and correlation id (``None`` without one)."""
+def dedup_key(device: str, message: InboundMessage, reply: ReplyAddress) -> bytes | None:
+    """The identity of a request for duplicate detection (``None`` without a correlation id).
+
+    A 16-byte BLAKE2b digest of the device, the topic, the correlation id (Correlation Data, else
+    ``$cid``) and the payload as it arrived (its length and CRC-32): a resend of a request, by the
+    broker or the device, has the same key; an id reused for other arguments or another function
+    does not. Fixed-size whatever the request, so each entry of the index costs the same.
+
+    The payload goes in as length and CRC-32, not whole into BLAKE2b: 0.2 ns a byte instead of 1.1
+    (13 µs instead of 70 for 64 KiB). Two different payloads of one device, topic and id collide
+    with a chance of 2^-32; a device that forges such a pair only gets its own earlier reply back.
+    Devices and topics stay apart by the cryptographic hash.
+    """
     cid = reply.correlation_data if reply.correlation_data is not None else reply.cid
     if cid is None:
         return None
-    return f"{device}\x00{cid!r}"
-
+    if isinstance(cid, str):
+        cid = cid.encode(errors="surrogatepass")
+    payload = message.payload
+    # Topics hold no NUL (MQTT forbids it) and the id's length is given: the fields cannot run into each other.
+    digest = hashlib.blake2b(f"{device}\0{message.topic}\0{len(cid)}\0".encode(), digest_size=16)
+    digest.update(cid)
+    digest.update((zlib.crc32(payload) << 32 | len(payload)).to_bytes(8, "little"))
+    return digest.digest()

@@ -1,9 +1,14 @@
 """Limits that keep one device or one function from hurting the others.
 
-* :class:`DeviceRateLimit`: a token bucket per ``{device_id}``; a request finding
-  it empty is answered ``rate_limited``.
+* :class:`DeviceRateLimit`: a token bucket per ``{device_id}``, taken first, for
+  every request; one finding it empty is not stored, run or logged (a
+  :class:`Notices` allowance decides which of them still get ``rate_limited``).
+* :class:`Notices`: log lines and courtesy replies per device, so a flood from
+  one device cannot fill the log either.
 * :class:`Concurrency`: calls of one function running at a time; past the
   function's ``concurrency`` a request is answered ``overloaded`` at once.
+* :class:`DeviceConcurrency`: calls of one device under way (running or waiting
+  for a worker); past its share of the workers, ``overloaded`` at once.
 * :func:`reply_space_problem`: a reply may only go inside the requesting
   device's reply space, so a forged Response Topic cannot make the gateway
   write into another device's topics.
@@ -41,6 +46,54 @@ class DeviceRateLimit:
         buckets[device_id] = (tokens - 1.0, now)
         if len(buckets) > MAX_TRACKED_DEVICES:
             buckets.popitem(last=False)
+
+
+class Notices:
+    """An allowance of log lines (and courtesy replies) per device: ``burst`` at once, then ``rate`` per second.
+
+    :meth:`allow` says whether the next one may go out, and how many were held back since the
+    last one that did (to be said in it), so an operator still learns the volume.
+    """
+
+    def __init__(self, rate: float = 1.0, burst: int = 5) -> None:
+        self._bucket = DeviceRateLimit(rate, burst)
+        self._held: dict[str, int] = {}
+
+    def allow(self, device_id: str | None) -> int | None:
+        """``None``: hold this one back; else how many were held back before it (and are now forgotten)."""
+        key = device_id or ""  # requests that name no device share one allowance
+        try:
+            self._bucket.take(key)
+        except RateLimited:
+            if len(self._held) < MAX_TRACKED_DEVICES or key in self._held:
+                self._held[key] = self._held.get(key, 0) + 1
+            return None
+        return self._held.pop(key, 0)
+
+
+class DeviceConcurrency:
+    """Calls under way per device (submitted to an executor, not finished), against ``limit``."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._calls: dict[str, int] = {}
+
+    def enter(self, device_id: str) -> None:
+        """Count a call of ``device_id``, or raise :class:`Overloaded` when it has ``limit`` under way."""
+        calls = self._calls.get(device_id, 0)
+        if calls >= self.limit:
+            raise Overloaded(
+                f"device {device_id[:64]!r} has {calls} calls under way, its share of the workers; try again later"
+            )
+        self._calls[device_id] = calls + 1
+
+    def leave(self, device_id: str) -> None:
+        """A call counted by :meth:`enter` has finished (devices with none under way are forgotten)."""
+        calls = self._calls.get(device_id, 1) - 1
+        if calls > 0:
+            self._calls[device_id] = calls
+        else:
+            self._calls.pop(device_id, None)
 
 
 class Concurrency:

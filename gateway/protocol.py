@@ -15,6 +15,7 @@ from typing import Any
 
 from gateway import codec
 from gateway.errors import BadPayload, InvalidArguments, WireError
+from gateway.topics import publish_problem
 from gateway.transport.base import InboundMessage, OutboundMessage
 
 CID_KEY = "$cid"
@@ -61,13 +62,18 @@ def reply_address(
 
 
 def parse_request(
-    message: InboundMessage, device_id: str | None, reply_prefix: str, limits: codec.PayloadLimits | int
+    message: InboundMessage,
+    device_id: str | None,
+    reply_prefix: str,
+    limits: codec.PayloadLimits | int,
+    max_topic_levels: int = 32,
 ) -> Request:
     """Decode the payload into arguments and a reply address.
 
-    Raises :class:`BadPayload` carrying the reply address it could still find
-    (the MQTT 5 Response Topic) as ``exc.reply``-less data; callers use
-    :func:`early_reply_address` for that.
+    Raises :class:`BadPayload` (or another :class:`WireError`); callers find where
+    to send it with :func:`fallback_reply_address`. A ``$rt`` the broker would refuse
+    as a topic (:func:`gateway.topics.publish_problem`) is such an error, found here
+    rather than when the reply is published.
     """
     if isinstance(limits, int):
         limits = codec.PayloadLimits(max_bytes=limits)
@@ -82,9 +88,12 @@ def parse_request(
     cid = envelope.get(CID_KEY)
     if cid is not None and not isinstance(cid, (bytes, str)):
         raise BadPayload(f"{CID_KEY} must be bin or str, got {type(cid).__name__}")
+    check_correlation(message.correlation_data, cid, limits.max_correlation_bytes)
     rt = envelope.get(REPLY_TOPIC_KEY)
     if rt is not None and (not isinstance(rt, str) or not rt):
         raise BadPayload(f"{REPLY_TOPIC_KEY} must be a non-empty str")
+    if rt is not None and (problem := publish_problem(rt, max_topic_levels)) is not None:
+        raise BadPayload(f"{REPLY_TOPIC_KEY} is not a topic the broker accepts: it {problem}")
     if len(args) > limits.max_arguments:
         raise InvalidArguments(f"{len(args)} arguments, over the limit of {limits.max_arguments}")
     for name, value in args.items():
@@ -94,11 +103,77 @@ def parse_request(
     return Request(args, reply_address(message, envelope, device_id, reply_prefix))
 
 
+def check_correlation(correlation_data: bytes | None, cid: bytes | str | None, limit: int) -> None:
+    """Refuse a Correlation Data or ``$cid`` longer than ``limit`` bytes (``limits.max_correlation_bytes``).
+
+    Both are echoed in the reply and kept with it to answer duplicates: a long one costs
+    memory, disk and bandwidth on every copy. Raises :class:`BadPayload`.
+    """
+    if correlation_data is not None and len(correlation_data) > limit:
+        raise BadPayload(f"Correlation Data is {len(correlation_data)} bytes, over the limit of {limit}")
+    if cid is not None and len(cid) > limit // 4:  # a str of at most limit/4 characters fits in UTF-8
+        size = _cid_size(cid)
+        if size > limit:
+            raise BadPayload(f"{CID_KEY} is {size} bytes, over the limit of {limit}")
+
+
+def echoable(address: ReplyAddress, limit: int) -> ReplyAddress:
+    """``address`` without a Correlation Data or ``$cid`` over ``limit`` bytes.
+
+    For the error reply that refuses one (:func:`check_correlation`): it goes to the device
+    without the id, rather than carry back what was refused as too long.
+    """
+    corr, cid = address.correlation_data, address.cid
+    if (corr is None or len(corr) <= limit) and (cid is None or _cid_size(cid) <= limit):
+        return address
+    return ReplyAddress(
+        address.topic,
+        address.qos,
+        corr if corr is None or len(corr) <= limit else None,
+        cid if cid is None or _cid_size(cid) <= limit else None,
+    )
+
+
+def _cid_size(cid: bytes | str) -> int:
+    return len(cid) if isinstance(cid, bytes) else len(cid.encode(errors="surrogatepass"))
+
+
 def early_reply_address(message: InboundMessage) -> ReplyAddress | None:
     """The reply address known without decoding the payload (MQTT 5 only)."""
     if message.response_topic:
         return ReplyAddress(message.response_topic, message.qos, message.correlation_data)
     return None
+
+
+def fallback_reply_address(
+    message: InboundMessage, device_id: str | None, reply_prefix: str, limits: codec.PayloadLimits
+) -> ReplyAddress | None:
+    """Where to send the error for a request :func:`parse_request` refused, or ``None`` if nowhere.
+
+    The MQTT 5 Response Topic; else, for a payload that decodes with a usable ``$cid``, the
+    device's default reply topic (never the request's own ``$rt``: it may be what was wrong).
+    Decodes the payload again: it runs on the error path only.
+    """
+    early = early_reply_address(message)
+    if early is not None or not device_id:
+        return early if early is None else echoable(early, limits.max_correlation_bytes)
+    try:
+        envelope = codec.decode_map(message.payload, limits)
+    except WireError:
+        return None
+    cid = envelope.get(CID_KEY)
+    if not isinstance(cid, (bytes, str)):
+        return None
+    return echoable(ReplyAddress(f"{reply_prefix}/{device_id}", message.qos, None, cid), limits.max_correlation_bytes)
+
+
+PUBLISH_ROOM = 32  # fixed header, packet id and property headers of a PUBLISH, above its topic and data
+
+
+def publish_size(message: OutboundMessage) -> int:
+    """An upper bound of the size of ``message``'s PUBLISH packet, to hold against a broker's Maximum Packet Size."""
+    corr = message.correlation_data
+    return PUBLISH_ROOM + 4 * len(message.topic) + len(message.payload) + (len(corr) if corr is not None else 0)
 
 
 def _with_cid(body: bytes, cid: bytes | str | None) -> bytes:

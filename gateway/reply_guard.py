@@ -4,8 +4,11 @@ A reply topic arrives with each request (MQTT 5 Response Topic, or ``$rt``), so
 it is checked per request; devices reuse theirs, so verdicts are cached
 (bounded). Refused (docs/protocol.md, "Guards"):
 
-* topics that cannot be published to (wildcards, NUL, a leading ``$``) or that
-  one of the gateway's own subscriptions matches (a reply loop);
+* topics the broker would refuse (:func:`gateway.topics.publish_problem`:
+  wildcards, a leading ``$``, control characters, non-characters, over 65,535
+  bytes or ``max_topic_levels`` levels): a PUBLISH there would cost the gateway
+  its connection, for every device; and topics that one of the gateway's own
+  subscriptions matches (a reply loop);
 * with reply spaces, a topic outside the requesting device's space: dead-lettered
   by the dispatcher, since the device can be told;
 * with reply spaces, a request under the devices' own filters that names no
@@ -19,7 +22,7 @@ from dataclasses import dataclass
 
 from gateway import limits
 from gateway.registry import Registry
-from gateway.topics import TopicTemplate, filter_matches
+from gateway.topics import TopicTemplate, filter_matches, publish_problem
 
 REPLY_TOPIC_CACHE = 10_000
 
@@ -45,8 +48,10 @@ class ReplyGuard:
         namespace: Sequence[TopicTemplate],
         registry: Registry,
         subscribed: Sequence[str],
+        max_levels: int = 32,
     ) -> None:
         self._spaces = spaces
+        self._max_levels = max_levels
         self._namespace = tuple(namespace)
         self._verdicts: dict[tuple[str, str | None], Refusal | None] = {}
         self.rebuild(registry, subscribed)
@@ -76,8 +81,9 @@ class ReplyGuard:
         return any(filter_matches(mqtt_filter, topic) for mqtt_filter in self._device_filters)
 
     def _problem(self, target: str, device_id: str | None) -> Refusal | None:
-        if "+" in target or "#" in target or "\x00" in target or target.startswith("$"):
-            return Refusal("is not a valid topic to publish to", "reply_topic_refused", False)
+        problem = publish_problem(target, self._max_levels)
+        if problem is not None:
+            return Refusal(f"is not a topic the broker accepts: it {problem}", "reply_topic_refused", True)
         for mqtt_filter in self._subscribed:
             if filter_matches(mqtt_filter, target):
                 return Refusal(f"matches the gateway's subscription {mqtt_filter!r} (reply loop)",

@@ -12,6 +12,17 @@ from dataclasses import dataclass
 from gateway.errors import TemplateError
 
 _PARAM = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)(?::(path))?\}$")
+
+MAX_TOPIC_BYTES = 65_535  # an MQTT string's length field
+# What mosquitto refuses in a topic, as its mosquitto_validate_utf8 does (a PUBLISH carrying one
+# is a malformed packet and costs the sender its connection): C0 and C1 controls and DEL,
+# surrogates (no UTF-8 encodes them), and the Unicode non-characters U+FDD0-U+FDEF and
+# U+xFFFE/U+xFFFF of every plane.
+_UNPUBLISHABLE = re.compile(
+    "[\x00-\x1f\x7f-\x9f\ud800-\udfff\ufdd0-\ufdef"
+    + "".join(f"{chr(plane << 16 | 0xFFFE)}{chr(plane << 16 | 0xFFFF)}" for plane in range(17))
+    + "]"
+)
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -58,6 +69,10 @@ class TopicTemplate:
                 seen.add(name)
                 levels.append(_Level(None, name, bool(path)))
             else:
+                bad = _UNPUBLISHABLE.search(part)
+                if bad is not None:
+                    code = f"U+{ord(bad.group()):04X}"
+                    raise TemplateError(f"topic template {template!r} holds {code}, which MQTT forbids in a topic")
                 levels.append(_Level(part, None, False))
         return cls(template, tuple(levels))
 
@@ -126,6 +141,30 @@ class TopicTemplate:
                 except KeyError:
                     raise TemplateError(f"topic template {self.template!r} needs parameter {level.param!r}") from None
         return "/".join(out)
+
+
+def publish_problem(topic: str, max_levels: int) -> str | None:
+    """Why the broker would refuse a PUBLISH to ``topic`` (completes "the topic …"); ``None`` if it would not.
+
+    Checked on every topic the gateway publishes to that a request chose (a reply topic) or that
+    a request's parameters filled in: a topic mosquitto refuses gets the gateway disconnected.
+    ``max_levels`` is the gateway's own bound on levels (mosquitto refuses more than 200).
+    """
+    if not topic:
+        return "is empty"
+    if "+" in topic or "#" in topic:
+        return "holds an MQTT wildcard"
+    if topic.startswith("$"):
+        return "starts with '$' (the broker's own topics)"
+    bad = _UNPUBLISHABLE.search(topic)
+    if bad is not None:
+        return f"holds U+{ord(bad.group()):04X}, which MQTT forbids in a topic"
+    if len(topic) * 4 > MAX_TOPIC_BYTES and len(topic.encode()) > MAX_TOPIC_BYTES:
+        return f"is over {MAX_TOPIC_BYTES} bytes"
+    levels = topic.count("/") + 1
+    if levels > max_levels:
+        return f"has {levels} levels, over the limit of {max_levels}"
+    return None
 
 
 def filter_matches(mqtt_filter: str, topic: str) -> bool:

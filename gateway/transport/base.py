@@ -75,7 +75,19 @@ class OutboundMessage:
     message_expiry: int | None = None
 
 
+MAX_STRIKES = 3
+"""Connections in a row the broker ended while a publish was unacknowledged before the transport gives it up.
+
+A broker disconnects a client for a packet it refuses (a topic it does not accept, a packet over
+its Maximum Packet Size): resent on every reconnect, such a publish would keep the gateway off the
+broker for every device. The gateway validates what it publishes, so this is the safety net.
+A broker going down cleanly (DISCONNECT "server shutting down"), a keepalive timeout and the
+gateway's own close do not count.
+"""
+
 MessageHandler = Callable[[InboundMessage], None]
+#: Told, on the event loop, of a publish the transport gave up on: the message and why.
+GiveUp = Callable[[OutboundMessage, str], None]
 #: Called on the event loop once the broker has acknowledged a publish (PUBACK, or PUBCOMP for QoS 2).
 Confirmation = Callable[[], None]
 
@@ -101,6 +113,14 @@ class Transport(abc.ABC):
     messages: asyncio.Queue[InboundMessage]
     _handler: MessageHandler | None = None
     _link: LinkState | None = None
+    #: Told of a QoS 1/2 publish given up after :data:`MAX_STRIKES` (its confirmation has run too).
+    on_given_up: GiveUp | None = None
+
+    def give_up(self, message: OutboundMessage, why: str) -> None:
+        """Report a publish this transport will not send again (it may be what the broker keeps refusing)."""
+        log.error("gave up a publish to %r: %s", message.topic[:200], why)
+        if self.on_given_up is not None:
+            self.on_given_up(message, why)
 
     @property
     def link(self) -> LinkState:
@@ -148,6 +168,12 @@ class Transport(abc.ABC):
     @abc.abstractmethod
     async def close(self) -> None:
         """Disconnect cleanly."""
+
+    @property
+    def broker_max_packet_size(self) -> int | None:
+        """The largest packet the broker takes from the gateway (its CONNACK's Maximum Packet Size); None: no limit
+        known (MQTT 3.1.1 has none to tell: there the broker's own ``max_packet_size`` must fit the replies)."""
+        return None
 
     @property
     def outbound_backlog(self) -> int:

@@ -48,7 +48,7 @@ from mqtt5 import (
 )
 
 from gateway.errors import BrokerUnreachable, ConfigError
-from gateway.transport.base import Confirmation, InboundMessage, OutboundMessage, Transport
+from gateway.transport.base import MAX_STRIKES, Confirmation, InboundMessage, OutboundMessage, Transport
 from gateway.transport.fast_connection import Connection
 from gateway.transport.fast_inbound import InboundSession
 from gateway.transport.fast_outbound import OutboundSession
@@ -60,6 +60,9 @@ log = logging.getLogger(__name__)
 
 _PINGREQ = mqtt5.PingReqPacket().write()
 _DISCONNECT = DisconnectPacket().write()
+# DISCONNECT reasons that say nothing against what the gateway sent: the broker is going down, or
+# another client took the session over.
+_NOT_REFUSALS = frozenset({0x8B, 0x8E})
 CONNACK_TIMEOUT = 10.0  # per attempt, for the CONNACK after the TCP/TLS handshake
 _FIRST_RETRY = 0.1
 _STABLE_AFTER = 10.0  # a connection that lived this long resets the backoff
@@ -111,6 +114,7 @@ class FastTransport(Transport):
                 keep_alive=opts.keepalive,
                 session_expiry_interval=opts.session_expiry,
                 receive_max=min(max(opts.receive_maximum, 1), 65535),
+                max_packet_size=opts.max_packet_size,
             ).write()
         except (ValueError, OverflowError) as exc:
             raise ConfigError(f"cannot build the MQTT CONNECT packet from the settings: {exc}") from None
@@ -146,7 +150,7 @@ class FastTransport(Transport):
         try:
             async with asyncio.timeout(timeout):
                 _, conn = await loop.create_connection(
-                    lambda: Connection(self._on_packets, self._on_lost),
+                    lambda: Connection(self._on_packets, self._on_lost, self._options.max_packet_size),
                     opts.host,
                     opts.port,
                     ssl=opts.ssl_context,
@@ -265,7 +269,9 @@ class FastTransport(Transport):
         self.link.connected = False
         self._subscriptions.disconnected()
         self._inbound.disconnected()
-        self._outbound.disconnected()
+        given_up = self._outbound.disconnected(broker_ended=conn.broker_ended and not self._closing)
+        for message in given_up:
+            self.give_up(message, f"the broker ended the connection {MAX_STRIKES} times while it was unacknowledged")
         if self._keepalive is not None:
             self._keepalive.cancel()
             self._keepalive = None
@@ -281,6 +287,8 @@ class FastTransport(Transport):
             code.value,
             f": {packet.reason_str}" if packet.reason_str else "",
         )
+        # Going down, or another client took the session over: nothing the gateway sent was refused.
+        conn.broker_ended = code.value not in _NOT_REFUSALS
         conn.abort()
 
     def _tick(self, conn: Connection, keepalive: int, interval: float) -> None:
@@ -293,6 +301,7 @@ class FastTransport(Transport):
             log.warning(
                 "no bytes from the broker for %.1f s (keepalive %d s); dropping the connection", silent, keepalive
             )
+            conn.broker_ended = False  # silence is not a refusal of what was sent
             conn.abort()
             return
         half = keepalive / 2
@@ -307,6 +316,11 @@ class FastTransport(Transport):
         """Subscribe and check every SUBACK reason code; the filters are renewed if the session is lost."""
         opts = self._options
         await self._subscriptions.subscribe(filters, qos, f"{opts.host}:{opts.port}")
+
+    @property
+    def broker_max_packet_size(self) -> int | None:
+        """The broker's Maximum Packet Size (its CONNACK), ``None`` if it set none."""
+        return self._outbound.broker_max_packet_size
 
     def publish(self, message: OutboundMessage, on_confirmed: Confirmation | None = None) -> None:
         """Send now (or queue while disconnected / beyond the broker's Receive Maximum); never blocks.

@@ -31,12 +31,13 @@ class Connection(asyncio.Protocol):
         self,
         on_packets: Callable[[Connection, list[mqtt5.Packet], float], None],
         on_lost: Callable[[Connection, Exception | None], None],
+        max_packet_size: int | None = None,
     ) -> None:
         loop = asyncio.get_running_loop()
         self._loop = loop
         self._on_packets = on_packets
         self._on_lost = on_lost
-        self._reader = PacketReader()
+        self._reader = PacketReader(max_packet_size)
         self._transport: asyncio.Transport | None = None
         self._out: list[bytes] = []
         self._flush_scheduled = False
@@ -48,6 +49,9 @@ class Connection(asyncio.Protocol):
         now = time.monotonic()
         #: ``time.monotonic()`` of the last bytes received, written and PINGREQ sent (for keepalive).
         self.last_rx = self.last_tx = self.last_ping = now
+        #: Whether the broker ended the connection for a reason of its own (it may have refused what we
+        #: sent); cleared where the gateway ends it, or the broker says it is going down.
+        self.broker_ended = True
 
     # -- asyncio.Protocol -------------------------------------------------------------
 
@@ -76,10 +80,12 @@ class Connection(asyncio.Protocol):
                 self.flush()
         except MalformedPacket as exc:
             log.warning("protocol error from the broker, resetting the connection: %s", exc)
+            self.broker_ended = False
             self.abort()
         except Exception:
             # A bug of ours must not kill the loop's reader; a fresh connection resynchronises the state.
             log.exception("failed to handle packets from the broker; resetting the connection")
+            self.broker_ended = False
             self.abort()
 
     def eof_received(self) -> bool:

@@ -22,7 +22,7 @@ import mqtt5
 from mqtt5 import PublishPacket, PubRelPacket, QoS
 
 from gateway.errors import TransportError
-from gateway.transport.base import Confirmation, DrainWaiters, OutboundMessage
+from gateway.transport.base import MAX_STRIKES, Confirmation, DrainWaiters, OutboundMessage
 from gateway.transport.fast_reader import is_codec_panic
 
 log = logging.getLogger(__name__)
@@ -36,12 +36,13 @@ _PUBREL_UNKNOWN = mqtt5.PubRelReasonCode.PACKET_ID_NOT_FOUND
 class _Outgoing:
     """An outbound QoS 1/2 publish holding a packet id until the broker completes it."""
 
-    __slots__ = ("message", "qos", "released")
+    __slots__ = ("message", "qos", "released", "strikes")
 
     def __init__(self, message: OutboundMessage, qos: int) -> None:
         self.message = message
         self.qos = qos
         self.released = False  # QoS 2: PUBREC received, PUBREL sent, waiting for PUBCOMP
+        self.strikes = 0  # connections the broker ended while this was unacknowledged
 
 
 def encode_publish(message: OutboundMessage, qos: int, packet_id: int | None, duplicate: bool = False) -> bytes:
@@ -114,9 +115,26 @@ class OutboundSession:
             self._waiting.extendleft(reversed(again))
         self._pump()
 
-    def disconnected(self) -> None:
-        """Stop writing; what is unacknowledged stays for the next connection."""
+    def disconnected(self, broker_ended: bool = False) -> list[OutboundMessage]:
+        """Stop writing; what is unacknowledged stays for the next connection.
+
+        ``broker_ended``: the broker closed the connection for a reason of its own (see
+        :data:`~gateway.transport.base.MAX_STRIKES`): each unacknowledged publish takes a strike,
+        and those at the limit are given up (confirmed, so nothing waits for them) and returned.
+        """
         self._send = None
+        if not broker_ended:
+            return []
+        given_up = []
+        for packet_id, out in list(self._inflight.items()):
+            if out.released:
+                continue  # the broker has the message: only its PUBREL is owed
+            out.strikes += 1
+            if out.strikes >= MAX_STRIKES:
+                del self._inflight[packet_id]
+                self._confirm(out.message)
+                given_up.append(out.message)
+        return given_up
 
     def publish(self, message: OutboundMessage, on_confirmed: Confirmation | None = None) -> None:
         """Send now, or queue a QoS 1/2 message until connected and within the window.
@@ -282,6 +300,11 @@ class OutboundSession:
         if out is not None:
             self._confirm(out.message)
             self._pump()
+
+    @property
+    def broker_max_packet_size(self) -> int | None:
+        """The broker's Maximum Packet Size from its last CONNACK, ``None`` if it set none."""
+        return None if self._max_packet_size == MAX_PACKET_SIZE else self._max_packet_size
 
     @property
     def settled(self) -> bool:

@@ -3,7 +3,9 @@
 TCP delivers arbitrary slices of the stream; :class:`PacketReader` keeps the
 incomplete tail between calls and decodes every complete packet of a chunk in
 one :meth:`PacketReader.feed`. Whatever the codec rejects becomes
-:class:`MalformedPacket`, the one error the connection answers with a reset.
+:class:`MalformedPacket`, the one error the connection answers with a reset; so
+does a packet growing past ``max_packet_size`` (the Maximum Packet Size the
+gateway announced in CONNECT, which a broker must respect): it is not buffered.
 """
 
 from __future__ import annotations
@@ -29,10 +31,11 @@ def is_codec_panic(exc: BaseException) -> bool:
 class PacketReader:
     """Incremental decoder: bytes in, complete packets out, in stream order."""
 
-    __slots__ = ("_pending",)
+    __slots__ = ("_limit", "_pending")
 
-    def __init__(self) -> None:
+    def __init__(self, max_packet_size: int | None = None) -> None:
         self._pending = bytearray()
+        self._limit = max_packet_size
 
     @property
     def buffered(self) -> int:
@@ -70,6 +73,10 @@ class PacketReader:
             del pending[:offset]  # the view is released, so the bytearray may shrink
         elif offset < end:
             pending += data[offset:]
+        if self._limit is not None and len(pending) > self._limit:
+            size = len(pending)
+            pending.clear()
+            raise MalformedPacket(f"a packet of more than {size} bytes, over our Maximum Packet Size of {self._limit}")
         return packets
 
     def reset(self) -> None:

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable, Sequence
 
 import mqtt5
-from mqtt5 import QoS, SubAckPacket, SubAckReasonCode, TopicFilter
+from mqtt5 import QoS, RetainHandling, SubAckPacket, SubAckReasonCode, TopicFilter
 
 from gateway.errors import BrokerUnreachable, SubscriptionRefused
 from gateway.transport.fast_outbound import OutboundSession
@@ -21,6 +21,7 @@ from gateway.transport.fast_outbound import OutboundSession
 log = logging.getLogger(__name__)
 
 _QOS = (QoS.AT_MOST_ONCE, QoS.AT_LEAST_ONCE, QoS.EXACTLY_ONCE)
+_NO_RETAINED = RetainHandling.SEND_NEVER
 SUBACK_TIMEOUT = 10.0
 
 _Filters = list[tuple[str, int]]
@@ -58,7 +59,12 @@ class Subscriptions:
         send = self._send
         if send is None:
             raise ConnectionResetError("not connected")
-        wanted = [TopicFilter(f, max_qos=_QOS[qos], retain_as_published=False) for f, qos in filters]
+        # Retained messages are not sent on subscribing, and a live one keeps its retain flag: the gateway
+        # refuses retained requests (run again at every start, they would be poison that outlives a restart).
+        wanted = [
+            TopicFilter(f, max_qos=_QOS[qos], retain_as_published=True, retain_handling=_NO_RETAINED)
+            for f, qos in filters
+        ]
         packet_id = self._ids.reserve_id()
         try:
             data = mqtt5.SubscribePacket(packet_id, wanted).write()

@@ -27,6 +27,8 @@ class ConnectOptions:
     max_reconnect_delay: int = 30
     will_topic: str | None = None
     will_payload: bytes = b""
+    #: The Maximum Packet Size announced in CONNECT (MQTT 5): the broker sends nothing larger. None: no limit.
+    max_packet_size: int | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ConnectOptions:
@@ -44,7 +46,20 @@ class ConnectOptions:
             ssl_context=tls_context(settings) if settings.tls.active else None,
             max_inflight=settings.max_inflight,
             receive_maximum=settings.limits.max_queue,
+            max_packet_size=inbound_packet_limit(settings),
         )
+
+
+PACKET_ROOM = 4 * 1024  # the fixed header, packet id and the small properties of a PUBLISH
+
+
+def inbound_packet_limit(settings: Settings) -> int:
+    """The largest PUBLISH the gateway takes: a payload at ``max_payload_bytes``, a topic at ``max_topic_bytes``
+    (UTF-8: up to 4 bytes a character), a Response Topic at MQTT's 65,535 bytes, Correlation Data at
+    ``max_correlation_bytes``, and :data:`PACKET_ROOM` (329 KiB with the defaults). A larger request is
+    never sent to the gateway (MQTT 5), so it is never stored."""
+    limits = settings.limits
+    return limits.max_payload_bytes + 4 * limits.max_topic_bytes + 65_535 + limits.max_correlation_bytes + PACKET_ROOM
 
 
 def tls_context(settings: Settings) -> ssl.SSLContext:

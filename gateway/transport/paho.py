@@ -47,12 +47,24 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from gateway.errors import BrokerUnreachable, SubscriptionRefused
-from gateway.transport.base import Confirmation, DrainWaiters, InboundMessage, LinkState, OutboundMessage, Transport
+from gateway.transport.base import (
+    MAX_STRIKES,
+    Confirmation,
+    DrainWaiters,
+    InboundMessage,
+    LinkState,
+    OutboundMessage,
+    Transport,
+)
 from gateway.transport.options import ConnectOptions
 
 log = logging.getLogger(__name__)
+# DISCONNECT reasons that say nothing against what the gateway sent: the broker going down, a
+# keepalive timeout (silence), another client taking the session over.
+_NOT_REFUSALS = frozenset({0x8B, 0x8D, 0x8E})
 
 _PUBLISH_PROPERTIES = Properties(PacketTypes.PUBLISH)  # never set: copied for each publish
 BACKLOG_WARNING = 10_000  # replies waiting for the window before a warning says paho cannot keep up
@@ -88,11 +100,13 @@ class PahoTransport(Transport):
         self._deferred_acks: list[tuple[int, int]] = []  # acks made while it runs
         self._connected_since = 0.0
         self._delay = _FIRST_RETRY
-        # The QoS 1/2 window, on the loop only: mid → confirmation of publishes handed to paho, and
-        # the publishes waiting for a free slot, in order.
-        self._in_flight: dict[int, Confirmation | None] = {}
+        # The QoS 1/2 window, on the loop only: mid → message and confirmation of publishes handed to
+        # paho, and the publishes waiting for a free slot, in order.
+        self._in_flight: dict[int, tuple[OutboundMessage, Confirmation | None]] = {}
+        self._strikes: dict[int, int] = {}  # mid → connections the broker ended while it was unacknowledged
         self._waiting: collections.deque[tuple[OutboundMessage, Confirmation | None]] = collections.deque()
         self._server_receive_maximum = 65535  # from the CONNACK
+        self._broker_max_packet: int | None = None  # from the CONNACK
         self._drainers = DrainWaiters()
         self._backlog_warned = False  # logged once per episode of a large backlog
         self._client = self._build_client()
@@ -240,8 +254,10 @@ class PahoTransport(Transport):
         )
         receive_maximum = getattr(props, "ReceiveMaximum", None) if props is not None else None
         self._server_receive_maximum = receive_maximum if isinstance(receive_maximum, int) else 65535
+        maximum_packet = getattr(props, "MaximumPacketSize", None) if props is not None else None
+        self._broker_max_packet = maximum_packet if isinstance(maximum_packet, int) else None
         if self._filters:
-            client.subscribe(self._filters)
+            client.subscribe(self._subscriptions(self._filters))
         self.link.connects += 1
         self.link.connected = True
         self._connected_since = time.monotonic()
@@ -257,8 +273,33 @@ class PahoTransport(Transport):
         if self._closing or self._connack is not None:
             return  # close(), or the first connect() sees it
         log.warning("disconnected from the broker (%s); reconnecting", reason)
+        if getattr(reason, "value", None) not in _NOT_REFUSALS:
+            self._strike()
         if self._reconnector is None or self._reconnector.done():
             self._reconnector = asyncio.ensure_future(self._reconnect())
+
+    def _strike(self) -> None:
+        """The broker ended the connection: a strike for every unacknowledged publish; give up those at the limit.
+
+        paho resends what is in its outgoing store on reconnect: a publish given up leaves that store here,
+        while no connection is up (paho's reconnect recounts its in-flight messages from the store).
+        """
+        given_up = []
+        for mid in self._in_flight:
+            strikes = self._strikes[mid] = self._strikes.get(mid, 0) + 1
+            if strikes >= MAX_STRIKES:
+                given_up.append(mid)
+        client = self._client
+        for mid in given_up:
+            del self._strikes[mid]
+            message, confirmation = self._in_flight.pop(mid)
+            with client._out_message_mutex:  # paho has no API to drop a queued publish: its own store
+                client._out_messages.pop(mid, None)
+            if confirmation is not None:
+                confirmation()
+            self.give_up(message, f"the broker ended the connection {MAX_STRIKES} times while it was unacknowledged")
+        if given_up:
+            self._release_waiting()
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         response_topic = correlation = expiry = None
@@ -318,9 +359,12 @@ class PahoTransport(Transport):
             in_flight = self._in_flight
             for mid in completed:
                 if mid in in_flight:
-                    confirmation = in_flight.pop(mid)
+                    confirmation = in_flight.pop(mid)[1]
                     if confirmation is not None:
                         confirmation()
+            if self._strikes:
+                for mid in completed:
+                    self._strikes.pop(mid, None)
             self._release_waiting()
         batch = self._inbox
         if batch:
@@ -360,6 +404,8 @@ class PahoTransport(Transport):
             props = Properties(PacketTypes.CONNECT)
             props.SessionExpiryInterval = opts.session_expiry
             props.ReceiveMaximum = min(opts.receive_maximum, 65535)
+            if opts.max_packet_size is not None:
+                props.MaximumPacketSize = opts.max_packet_size
         # connect_async only records the settings; reconnect() makes the connection.
         kwargs: dict[str, Any] = {"keepalive": opts.keepalive}
         if self._v5:
@@ -436,6 +482,16 @@ class PahoTransport(Transport):
                 # Whatever else goes wrong, this task must go on reconnecting.
                 log.exception("reconnecting to %s:%d failed; retrying in %.1f s", opts.host, opts.port, self._delay)
 
+    def _subscriptions(self, filters: list[tuple[str, int]]) -> list[tuple[str, Any]]:
+        """paho's form of ``filters``: on MQTT 5, retained messages are not sent on subscribing and a live one keeps
+        its retain flag (the gateway refuses retained requests); MQTT 3.1.1 has no such options."""
+        if not self._v5:
+            return list(filters)
+        return [
+            (f, SubscribeOptions(qos=qos, retainAsPublished=True, retainHandling=SubscribeOptions.RETAIN_DO_NOT_SEND))
+            for f, qos in filters
+        ]
+
     async def subscribe(self, filters: Sequence[str], qos: int) -> None:
         """Subscribe and check every SUBACK reason code."""
         wanted = [(f, qos) for f in filters]
@@ -444,7 +500,7 @@ class PahoTransport(Transport):
             return
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[list[int]] = loop.create_future()
-        rc, mid = self._client.subscribe(wanted)
+        rc, mid = self._client.subscribe(self._subscriptions(wanted))
         if rc != mqtt.MQTT_ERR_SUCCESS or mid is None:
             raise SubscriptionRefused(f"cannot subscribe: {mqtt.error_string(rc)}")
         self._sub_waiters[mid] = waiter
@@ -477,6 +533,11 @@ class PahoTransport(Transport):
         self._send(message, on_confirmed)
 
     @property
+    def broker_max_packet_size(self) -> int | None:
+        """The broker's Maximum Packet Size (its CONNACK), ``None`` if it set none."""
+        return self._broker_max_packet
+
+    @property
     def outbound_backlog(self) -> int:
         """QoS 1/2 publishes in flight or waiting for the window."""
         return len(self._in_flight) + len(self._waiting)
@@ -497,7 +558,7 @@ class PahoTransport(Transport):
         info = self._client.publish(message.topic, message.payload, qos=message.qos, retain=False, properties=props)
         # MQTT_ERR_NO_CONN: a QoS 1/2 publish stays with paho, which sends it once connected.
         if message.qos and info.rc in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
-            self._in_flight[info.mid] = on_confirmed
+            self._in_flight[info.mid] = (message, on_confirmed)
             return
         if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
             log.warning("publish to %r failed: %s", message.topic, mqtt.error_string(info.rc))

@@ -103,6 +103,7 @@ class Probe:
         response_topic: str | None = None,
         correlation_data: bytes | None = None,
         expiry: int | None = None,
+        retain: bool = False,
     ) -> None:
         """Publish raw bytes with optional MQTT 5 properties and wait until it is sent."""
         props = None
@@ -114,7 +115,7 @@ class Probe:
                 props.CorrelationData = correlation_data
             if expiry is not None:
                 props.MessageExpiryInterval = expiry
-        info = self.client.publish(topic, payload, qos=qos, properties=props)
+        info = self.client.publish(topic, payload, qos=qos, retain=retain, properties=props)
         info.wait_for_publish(scaled(5.0))
 
     def request(

@@ -60,6 +60,9 @@ def test_the_production_settings_load(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = load_settings(DEPLOY / "roost.toml")
     assert settings.metrics.enabled and settings.metrics.host == "127.0.0.1"
     assert settings.durable.path == Path("/var/lib/roost/queue.sqlite3")
+    # Fairness between devices is on where the examples (slow included) are served to real devices.
+    assert settings.limits.device_rate > 0
+    assert settings.device_concurrency() == 1  # half of the two workers
 
 
 def test_the_marathon_app_probes_health_and_readiness_and_shares_the_load() -> None:
@@ -71,7 +74,7 @@ def test_the_marathon_app_probes_health_and_readiness_and_shares_the_load() -> N
     assert app["env"]["ROOST_METRICS__ENABLED"] == "true"
     command = shlex.split(app["cmd"].split("exec ", 1)[1])
     ns = build_parser().parse_args(command[1:])
-    assert ns.command == "run" and ns.share_group == "roost"
+    assert ns.command == "run" and ns.share_group == "auto"  # named after the password: no device can guess it
     assert "$MESOS_TASK_ID" in ns.client_id  # each instance has its own session at the broker
     assert "ROOST_METRICS__PORT=$PORT0" in app["cmd"]
 
@@ -86,6 +89,9 @@ def test_the_shipped_broker_config_keeps_what_the_guarantees_need() -> None:
     shipped = _mosquitto_settings((DEPLOY / "mosquitto.conf").read_text())
     tested = _mosquitto_settings((DEPLOY.parent / "gateway" / "data" / "mosquitto.conf").read_text())
     for key in ("set_tcp_nodelay", "max_queued_messages", "max_queued_bytes", "max_inflight_messages", "persistence",
-                "autosave_interval"):  # fmt: skip
+                "autosave_interval", "max_packet_size"):  # fmt: skip
         assert shipped[key] == tested[key], key
-    assert shipped["allow_anonymous"] == "false" and "password_file" in shipped and "acl_file" in shipped
+    assert shipped["allow_anonymous"] == "false" and "password_file" in shipped
+    # Subscriptions are decided by the dynamic-security plugin alone: an acl_file would grant them all.
+    assert shipped["plugin"].endswith("/mosquitto_dynamic_security.so") and "plugin_opt_config_file" in shipped
+    assert "acl_file" not in shipped

@@ -42,6 +42,12 @@ def temp(device_id: str, c: float) -> dict[str, Any] | None:
     return {"device_id": device_id, "c": c} if c > 30 else None
 
 
+@router.function("devices/{device_id}/deep/{rest:path}", publish="x/y/z/echo/{device_id}/{rest}")
+def deep(rest: str) -> str:
+    """An event whose result goes to a topic as deep as the request's own."""
+    return rest
+
+
 @router.function("devices/{device_id}/nap")
 async def nap(seconds: float) -> str:
     await asyncio.sleep(seconds)
@@ -241,8 +247,26 @@ def test_requests_that_name_no_device_in_the_devices_topics_are_refused_and_othe
     ) in caplog.text
 
 
-def test_dead_letters_of_refused_requests_count_against_the_device_rate() -> None:
+def test_the_rate_comes_first_and_a_flood_of_refusals_is_not_one_of_dead_letters() -> None:
+    # Over its rate (a burst of 2, no refill to speak of), a request is not even parsed: counted, not refused.
     dispatcher, transport = make_with_reply_spaces(device_rate=0.001, device_burst=2)
     forged = [msg("devices/A/add", {"a": 1, "b": 1}, rt="roost/replies/B/inbox") for _ in range(5)]
-    run(dispatcher, transport, *forged, until=lambda: dispatcher.stats.dropped.get("reply_space") == 5)
-    assert [m.topic for m in transport.published] == ["dead/A", "dead/A"]  # the burst, then nothing
+    stats = dispatcher.stats
+    run(dispatcher, transport, *forged, until=lambda: stats.functions["devices/{device_id}/add"].outcomes.get(
+        "rate_limited") == 3)  # fmt: skip
+    assert stats.dropped == {"reply_space": 2}
+    assert [m.topic for m in transport.published] == ["dead/A", "dead/A"]  # nothing goes to B's inbox
+    # Without a rate, refusals are still bounded: the device's allowance of log lines and dead letters.
+    dispatcher, transport = make_with_reply_spaces()
+    flood = [msg("devices/A/add", {"a": 1, "b": 1}, rt="roost/replies/B/inbox") for _ in range(50)]
+    run(dispatcher, transport, *flood, until=lambda: dispatcher.stats.dropped.get("reply_space") == 50)
+    assert [m.topic for m in transport.published] == ["dead/A"] * 5
+
+
+def test_a_rendered_topic_the_broker_would_refuse_is_dropped_not_published() -> None:
+    dispatcher, transport = make(max_topic_levels=8)
+    # Both requests are within 8 levels; their results' topics gain 3: 6 levels, then 10.
+    shallow, deepest = msg("devices/d1/deep/a", rt=None), msg("devices/d1/deep/a/b/c/d/e", rt=None)
+    dropped = dispatcher.stats.dropped
+    run(dispatcher, transport, shallow, deepest, until=lambda: dropped.get("unpublishable_topic") == 1)
+    assert [m.topic for m in transport.published] == ["x/y/z/echo/d1/a"]  # the first came before the drop

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.errors import TemplateError
-from gateway.topics import TopicTemplate, filter_covers, filter_matches, filters_overlap
+from gateway.topics import TopicTemplate, filter_covers, filter_matches, filters_overlap, publish_problem
 
 
 def test_template_compiles_to_filter_and_params() -> None:
@@ -91,3 +91,38 @@ def test_cover_and_overlap_agree_with_matching(a: list[str], b: list[str], topic
         assert filters_overlap(fa, fb)
     if filter_covers(fa, fb) and filter_matches(fb, t):
         assert filter_matches(fa, t)
+
+
+@pytest.mark.parametrize(
+    ("topic", "problem"),
+    [
+        ("", "is empty"),
+        ("a/+/b", "holds an MQTT wildcard"),
+        ("a/#", "holds an MQTT wildcard"),
+        ("$SYS/x", "starts with '$' (the broker's own topics)"),
+        ("a/\x00", "holds U+0000, which MQTT forbids in a topic"),
+        ("a/\x1f", "holds U+001F, which MQTT forbids in a topic"),
+        ("a/\x7f", "holds U+007F, which MQTT forbids in a topic"),
+        ("a/\x85", "holds U+0085, which MQTT forbids in a topic"),
+        ("a/\ud800", "holds U+D800, which MQTT forbids in a topic"),
+        ("a/\ufdd0", "holds U+FDD0, which MQTT forbids in a topic"),
+        ("a/\ufffe", "holds U+FFFE, which MQTT forbids in a topic"),
+        ("a/\U0001ffff", "holds U+1FFFF, which MQTT forbids in a topic"),
+        ("a/\U0010fffe", "holds U+10FFFE, which MQTT forbids in a topic"),
+        ("é" * 32768, "is over 65535 bytes"),
+        ("/".join("x" * 33), "has 33 levels, over the limit of 32"),
+    ],
+)
+def test_publish_problem_names_what_the_broker_would_refuse(topic: str, problem: str) -> None:
+    assert publish_problem(topic, 32) == problem
+
+
+@pytest.mark.parametrize("topic", ["a", "roost/replies/d1/x", "/".join("x" * 32), "é" * 32767, "a/\u00a0/\U0001f600"])
+def test_publish_problem_passes_what_the_broker_takes(topic: str) -> None:
+    assert publish_problem(topic, 32) is None
+
+
+def test_a_template_with_a_character_mqtt_forbids_fails_at_parse() -> None:
+    with pytest.raises(TemplateError) as raised:
+        TopicTemplate.parse("alerts/\x01/{device_id}")
+    assert str(raised.value) == "topic template 'alerts/\\x01/{device_id}' holds U+0001, which MQTT forbids in a topic"
