@@ -90,8 +90,8 @@ class Limits(BaseModel):
     max_correlation_bytes: int = Field(default=1024, ge=16, le=65535)
     device_rate: float = Field(default=0.0, ge=0)  # requests per second per {device_id}; 0: unlimited
     device_burst: int = Field(default=20, ge=1)  # requests a device may send at once before its rate applies
-    # The share of the workers one device's calls may hold (running or waiting for one): past it, overloaded.
-    # None: no such limit (a device may queue up to max_queue calls). deploy/roost.toml sets 0.5.
+    # The share of the workers one device's calls may hold; past it they wait their turn (device_burst of them),
+    # then overloaded. None: no such limit (a device may queue up to max_queue calls). deploy/roost.toml: 0.5.
     device_share: float | None = Field(default=None, gt=0, le=1)
 
 

@@ -48,6 +48,9 @@ from gateway.transport.base import InboundMessage, OutboundMessage, Transport
 log = logging.getLogger(__name__)
 
 NIL = b"\xc0"  # msgpack encoding of None
+# A publish whose payload and topic (4 bytes a character at most) are this far within the broker's Maximum Packet
+# Size fits it whatever its correlation data (at most 65,535 bytes): no need to add up (Dispatcher._fits_broker).
+_FAR_WITHIN = protocol.PUBLISH_ROOM + 65_535
 
 _Route = tuple[tuple[FunctionSpec, dict[str, str]] | None, dict[str, str]]
 """What a request's topic calls: the function and its parameters (``None`` if none), and the parameters
@@ -76,6 +79,7 @@ class DispatchOptions:
     device_rate: float = 0.0  # requests per second per device; 0: unlimited
     device_burst: int = 20
     device_concurrency: int | None = None  # calls one device may have under way on worker processes; None: any
+    max_queue: int = 1000  # calls waiting for their device's share, of all devices together, at most
 
 
 class Dispatcher:
@@ -104,7 +108,9 @@ class Dispatcher:
         self._rate = limits.DeviceRateLimit(options.device_rate, options.device_burst) if options.device_rate else None
         self._concurrency = limits.Concurrency()
         limit = options.device_concurrency
-        self._device_calls = limits.DeviceConcurrency(limit) if limit is not None else None
+        # Past its share a device's calls wait, as many as it may send at once (its burst).
+        shares = limits.DeviceConcurrency(limit, options.device_burst, options.max_queue) if limit else None
+        self._device_calls = shares
         self._notices = limits.Notices()  # per-device allowance of log lines and rate_limited replies
         #: Outcomes and latencies for the metrics endpoint (plain counters: see gateway.stats).
         self.stats = DispatchStats([spec.key for spec in registry.specs])
@@ -259,39 +265,66 @@ class Dispatcher:
         received = message.received_at
         try:
             call = Call(spec, spec.bind(params, request.args), timeout, expires_at)
-            if seq is not None and self._durable is not None:
-                # In order of arrival; a non-idempotent call is recorded as started first (at most once).
-                start = functools.partial(self._submit, call, params, reply, topic, seq, received)
-                self._durable.start_in_order(seq, start, record=not spec.idempotent)
-                return
         except WireError as exc:
             self._fail(reply, exc, topic, seq)
             return
-        self._submit(call, params, reply, topic, seq, received)
+        executor = self.executor_for(spec)
+        shares = self._device_calls
+        # The inline executor has no workers to share.
+        device = params.get("device_id") if shares is not None and executor.name != "inline" else None
+        if shares is not None and device is not None:
+            # Within the device's share of the workers, or it waits (before it is recorded as started, so
+            # waiting calls hold none of the durable queue's window) for one of the device's calls to finish.
+            begin = functools.partial(self._begin, call, executor, params, reply, topic, seq, received, device)
+            try:
+                if not shares.admit(device, begin):
+                    return  # _device_leave begins it
+            except WireError as exc:
+                self._fail(reply, exc, topic, seq)
+                return
+        self._begin(call, executor, params, reply, topic, seq, received, device)
 
-    def _submit(
+    def _begin(
         self,
         call: Call,
+        executor: Executor,
         params: dict[str, str],
         reply: ReplyAddress | None,
         topic: str,
         seq: int | None,
         received: float,
+        device: str | None,
+    ) -> None:
+        if seq is not None and self._durable is not None:
+            # In order of arrival; a non-idempotent call is recorded as started first (at most once).
+            start = functools.partial(self._start, call, executor, params, reply, topic, seq, received, device)
+            try:
+                self._durable.start_in_order(seq, start, record=not call.spec.idempotent)
+            except WireError as exc:
+                self._device_leave(device)
+                self._fail(reply, exc, topic, seq)
+            return
+        self._start(call, executor, params, reply, topic, seq, received, device)
+
+    def _start(
+        self,
+        call: Call,
+        executor: Executor,
+        params: dict[str, str],
+        reply: ReplyAddress | None,
+        topic: str,
+        seq: int | None,
+        received: float,
+        device: str | None,
     ) -> None:
         spec = call.spec
-        executor = self.executor_for(spec)
-        # Counted against the device's share of the worker processes (the inline executor has none to share).
-        device = params.get("device_id") if self._device_calls is not None and executor.name != "inline" else None
-        try:
-            self._device_enter(device)
+        if spec.concurrency is not None:
             try:
                 self._concurrency.enter(spec)
-            except WireError:
+            except WireError as exc:
                 self._device_leave(device)
-                raise
-        except WireError as exc:
-            self._fail(reply, exc, topic, seq)
-            return
+                self._fail(reply, exc, topic, seq)
+                return
         try:
             future = retry.submit_with_retries(executor, call)
         except WireError as exc:
@@ -306,13 +339,11 @@ class Dispatcher:
                 lambda done: self._finish(done, spec, params, reply, topic, seq, received, device)
             )
 
-    def _device_enter(self, device: str | None) -> None:
-        if device is not None and self._device_calls is not None:
-            self._device_calls.enter(device)
-
     def _device_leave(self, device: str | None) -> None:
         if device is not None and self._device_calls is not None:
-            self._device_calls.leave(device)
+            waiting = self._device_calls.leave(device)
+            if waiting is not None:  # the device's next call takes the place: on the next turn, not nested here
+                asyncio.get_running_loop().call_soon(waiting)
 
     def _namespace_params(self, topic: str) -> dict[str, str]:
         for template in self._options.namespace:
@@ -376,7 +407,7 @@ class Dispatcher:
         A broker drops a larger publish, or the connection: the device would never hear of its call.
         """
         limit = self._transport.broker_max_packet_size
-        if limit is None or len(message.payload) + 4 * len(message.topic) < limit - protocol.PUBLISH_ROOM - 65_535:
+        if limit is None or len(message.payload) + 4 * len(message.topic) < limit - _FAR_WITHIN:
             return True  # no limit, or far within it whatever the correlation data: no need to add up
         if protocol.publish_size(message) <= limit:
             return True
@@ -466,7 +497,8 @@ class Dispatcher:
         share of the workers."""
         if spec.concurrency is not None:
             self._concurrency.leave(spec)
-        self._device_leave(device)
+        if device is not None:
+            self._device_leave(device)
         try:
             if future.cancelled():
                 raise Unavailable("the call was cancelled")
@@ -487,7 +519,10 @@ class Dispatcher:
                 self.stats.functions[spec.template.template].answered(received_at)
             if reply is not None:
                 answer = protocol.result_reply(reply, encoded)
-                if self._fits_broker(answer, params, topic):
+                # _fits_broker's first test, made here: on every reply, a method call saved.
+                limit = self._transport.broker_max_packet_size
+                far = limit is None or len(answer.payload) + 4 * len(answer.topic) < limit - _FAR_WITHIN
+                if far or self._fits_broker(answer, params, topic):
                     self._publish(answer, seq)
                 else:
                     self._fail(reply, self._too_large(answer), topic, seq)

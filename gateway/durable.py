@@ -52,6 +52,7 @@ from dataclasses import dataclass
 from gateway.durable_writer import BatchWriter
 from gateway.errors import Overloaded
 from gateway.store import ROW_BYTES, ReplyRow, RequestRow, RequestStore, StoredRequest
+from gateway.topics import BROKER_MAX_LEVELS, publish_problem
 from gateway.transport.base import InboundMessage, OutboundMessage, Transport
 
 log = logging.getLogger(__name__)
@@ -145,7 +146,12 @@ class DurableQueue:
                 self._remember(known.key, known)
         republished = 0
         for reply in self.store.unconfirmed():
-            if reply.topic is not None:
+            problem = None if reply.topic is None else publish_problem(reply.topic, BROKER_MAX_LEVELS)
+            if problem is not None:
+                # Stored by a gateway that did not check reply topics: resent, it would cost the connection.
+                log.warning("durable queue: stored reply %d not republished: the topic %s", reply.seq, problem)
+                self._confirm(reply.seq)
+            elif reply.topic is not None:
                 message = OutboundMessage(reply.topic, reply.payload, reply.qos, reply.correlation)
                 self._send(reply.seq, message)
                 republished += 1

@@ -7,8 +7,8 @@
   one device cannot fill the log either.
 * :class:`Concurrency`: calls of one function running at a time; past the
   function's ``concurrency`` a request is answered ``overloaded`` at once.
-* :class:`DeviceConcurrency`: calls of one device under way (running or waiting
-  for a worker); past its share of the workers, ``overloaded`` at once.
+* :class:`DeviceConcurrency`: calls of one device on the executors, at most its
+  share of the workers; up to its burst more wait their turn, past that ``overloaded``.
 * :func:`reply_space_problem`: a reply may only go inside the requesting
   device's reply space, so a forged Response Topic cannot make the gateway
   write into another device's topics.
@@ -17,7 +17,8 @@
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
+from collections.abc import Callable
 
 from gateway.errors import Overloaded, RateLimited
 from gateway.registry import FunctionSpec
@@ -72,28 +73,60 @@ class Notices:
 
 
 class DeviceConcurrency:
-    """Calls under way per device (submitted to an executor, not finished), against ``limit``."""
+    """Calls per device on the executors (submitted, not finished), against ``limit``.
 
-    def __init__(self, limit: int) -> None:
+    A call past the limit waits, in order, for one of its device's calls to finish (it holds no
+    worker meanwhile): a device that sends a few calls at once is not refused for it. At most
+    ``waiting`` calls of one device, and ``max_waiting`` of all devices, wait so; past that,
+    :class:`Overloaded`.
+    """
+
+    def __init__(self, limit: int, waiting: int, max_waiting: int) -> None:
         self.limit = limit
+        self.max_device_waiting = waiting
+        self.max_waiting = max_waiting
         self._calls: dict[str, int] = {}
+        self._waiting: dict[str, deque[Callable[[], None]]] = {}
+        self._waiting_count = 0
 
-    def enter(self, device_id: str) -> None:
-        """Count a call of ``device_id``, or raise :class:`Overloaded` when it has ``limit`` under way."""
+    def admit(self, device_id: str, start: Callable[[], None]) -> bool:
+        """Count a call of ``device_id``: ``True`` when it may start now; ``False`` when ``start`` was kept for
+        later (:meth:`leave` hands it back); :class:`Overloaded` when as many wait already."""
         calls = self._calls.get(device_id, 0)
-        if calls >= self.limit:
+        if calls < self.limit:
+            self._calls[device_id] = calls + 1
+            return True
+        waiting = self._waiting.get(device_id)
+        held = len(waiting) if waiting is not None else 0
+        if held >= self.max_device_waiting:
             raise Overloaded(
-                f"device {device_id[:64]!r} has {calls} calls under way, its share of the workers; try again later"
+                f"device {device_id[:64]!r} has {calls} calls under way and {held} waiting, its share of"
+                " the workers; try again later"
             )
-        self._calls[device_id] = calls + 1
+        if self._waiting_count >= self.max_waiting:
+            raise Overloaded(f"{self._waiting_count} calls wait for their device's share of the workers")
+        if waiting is None:
+            waiting = self._waiting[device_id] = deque()
+        waiting.append(start)
+        self._waiting_count += 1
+        return False
 
-    def leave(self, device_id: str) -> None:
-        """A call counted by :meth:`enter` has finished (devices with none under way are forgotten)."""
+    def leave(self, device_id: str) -> Callable[[], None] | None:
+        """A call counted by :meth:`admit` has finished: the device's next waiting call, which now counts in its
+        place (the caller starts it), or ``None`` (devices with nothing under way are forgotten)."""
+        waiting = self._waiting.get(device_id)
+        if waiting:
+            start = waiting.popleft()
+            self._waiting_count -= 1
+            if not waiting:
+                del self._waiting[device_id]
+            return start
         calls = self._calls.get(device_id, 1) - 1
         if calls > 0:
             self._calls[device_id] = calls
         else:
             self._calls.pop(device_id, None)
+        return None
 
 
 class Concurrency:

@@ -143,6 +143,9 @@ class TopicTemplate:
         return "/".join(out)
 
 
+BROKER_MAX_LEVELS = 200  # mosquitto refuses a topic of more levels (TOPIC_HIERARCHY_LIMIT)
+
+
 def publish_problem(topic: str, max_levels: int) -> str | None:
     """Why the broker would refuse a PUBLISH to ``topic`` (completes "the topic …"); ``None`` if it would not.
 
@@ -156,7 +159,9 @@ def publish_problem(topic: str, max_levels: int) -> str | None:
         return "holds an MQTT wildcard"
     if topic.startswith("$"):
         return "starts with '$' (the broker's own topics)"
-    bad = _UNPUBLISHABLE.search(topic)
+    # An ASCII topic can only hold C0 controls or DEL of that set, and isprintable() refuses exactly those
+    # there: two C scans instead of the regex's (~1 µs for a short topic, on every uncached reply topic).
+    bad = None if topic.isascii() and topic.isprintable() else _UNPUBLISHABLE.search(topic)
     if bad is not None:
         return f"holds U+{ord(bad.group()):04X}, which MQTT forbids in a topic"
     if len(topic) * 4 > MAX_TOPIC_BYTES and len(topic.encode()) > MAX_TOPIC_BYTES:

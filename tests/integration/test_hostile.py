@@ -269,26 +269,32 @@ def queue_bytes(queue: Path) -> int:
 def test_a_device_holds_at_most_its_share_of_the_workers(
     broker: LocalBroker, logs: Path, probe: Probe, tmp_path: Path, free_port: int
 ) -> None:
-    """Four workers, a share of one half: two of A's slow calls run, the rest are refused, and B is answered
-    while A's calls still run (B's reply comes first: the test lets A's calls finish only after it)."""
-    env = {"ROOST_LIMITS__DEVICE_SHARE": "0.5", **metrics_env(free_port)}
+    """Four workers, a share of one half, a burst of two: of six slow calls from A two run, two wait their turn
+    without a worker, two are refused; and B is answered while A's calls still run (B's reply comes first: the
+    test lets A's calls finish only after it)."""
+    env = {"ROOST_LIMITS__DEVICE_SHARE": "0.5", "ROOST_LIMITS__DEVICE_BURST": "2", **metrics_env(free_port)}
     flags = ("--transport", "fast", "--executor", "local", "--workers", "4", *FUNCS)
     gateway = GatewayProcess(broker.address, logs, *flags, env=env).start()
     gate = tmp_path / "gate"
     try:
         held = []
-        for n in range(4):
+        for n in range(6):
             topic = f"roost/replies/A/hold-{n}"
             probe.subscribe(topic)
             probe.publish("devices/A/hold", msgpack.packb({"path": str(gate)}), response_topic=topic,
                           correlation_data=bytes([n]))  # fmt: skip
             held.append(topic)
-        refused = [probe.wait_for(topic).decoded() for topic in held[2:]]
-        message = "device 'A' has 2 calls under way, its share of the workers; try again later"
+        refused = [probe.wait_for(topic).decoded() for topic in held[4:]]
+        message = "device 'A' has 2 calls under way and 2 waiting, its share of the workers; try again later"
         assert refused == [{"error": {"code": "overloaded", "message": message}}] * 2
-        assert probe.request("devices/B/add", {"a": 1, "b": 1}) == {"result": 2}  # A still holds its two
-        gate.touch()
-        assert [probe.wait_for(topic).decoded() for topic in held[:2]] == [{"result": "released"}] * 2
+        # Two workers are still free for the others: B twice at once, and neither waits for A.
+        b_topics = [f"roost/replies/B/add-{n}" for n in range(2)]
+        for n, topic in enumerate(b_topics):
+            probe.subscribe(topic)
+            probe.publish("devices/B/add", msgpack.packb({"a": n, "b": 1}), response_topic=topic)
+        assert [probe.wait_for(topic).decoded() for topic in b_topics] == [{"result": 1}, {"result": 2}]
+        gate.touch()  # A's two running calls finish, and its two waiting ones run after them
+        assert [probe.wait_for(topic).decoded() for topic in held[:4]] == [{"result": "released"}] * 4
         assert probe.request("devices/A/add", {"a": 2, "b": 2}) == {"result": 4}  # its share is free again
     finally:
         gate.touch()

@@ -247,6 +247,24 @@ async def test_unconfirmed_replies_are_republished_on_start(tmp_path: Path) -> N
     assert states(path) == [DONE, DONE]
 
 
+@synchronous
+async def test_a_stored_reply_to_a_topic_the_broker_refuses_is_not_republished(tmp_path: Path) -> None:
+    # A file from a gateway that did not check reply topics: resending these would cost the connection.
+    path = tmp_path / "q.sqlite3"
+    store = RequestStore(path)
+    poison = ["roost/replies/a/\x01", "roost/replies/a/\ufffe", "roost/replies/a" + "/x" * 250, "ok/topic"]
+    for topic in poison:
+        seq = store.allocate()
+        store.commit([(seq, 0.0, "t", b"", 1, None, None, None)], [(seq, None, time.time(), topic, b"x", 1, None)], [])
+    store.close()
+    _, transport, durable = make(path)
+    assert durable.start() == []
+    await settle()
+    assert [m.topic for m in transport.published] == ["ok/topic"]
+    durable.stop()
+    assert states(path) == [DONE] * 4  # never tried again
+
+
 def test_old_replies_are_pruned(tmp_path: Path) -> None:
     store = RequestStore(tmp_path / "q.sqlite3")
     for n in range(10):
