@@ -33,7 +33,8 @@ from tests.support.probe import Probe
 from tests.support.timeouts import scaled, scaled_text, wait_for
 from tests.support.tls import Pki, make_pki
 
-USERS = {"roost": "gateway-secret", "A": "a-secret", "B": "b-secret"}
+# A1-A3: the hostile soak's attackers (test_hostile_soak.py).
+USERS = {"roost": "gateway-secret", "A": "a-secret", "B": "b-secret", **{f"A{n}": f"a{n}-secret" for n in (1, 2, 3)}}
 
 
 class SecureBroker:

@@ -72,7 +72,7 @@ class Probe:
         self._subscribed = threading.Event()
         self.client.on_message = self._on_message
         self.client.on_subscribe = lambda *a: self._subscribed.set()
-        self.client.on_socket_open = _nodelay
+        self.client.on_socket_open = nodelay
         if username is not None:
             self.client.username_pw_set(username, password)
         kwargs: dict[str, Any] = {}
@@ -173,5 +173,6 @@ class Probe:
         self.client.loop_stop()
 
 
-def _nodelay(client: mqtt.Client, userdata: Any, sock: Any) -> None:
+def nodelay(client: mqtt.Client, userdata: Any, sock: Any) -> None:
+    """paho's on_socket_open: TCP_NODELAY on the connection."""
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -21,7 +21,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from tests.support.probe import device_of
+from tests.support.probe import device_of, nodelay
 from tests.support.timeouts import scaled
 
 #: Builds request ``n``: (topic, arguments).
@@ -31,11 +31,14 @@ RequestMaker = Callable[[int], tuple[str, dict[str, Any]]]
 class StreamingDevice:
     """One paho connection: a publishing thread and a reply log keyed by request number."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, username: str | None = None, password: str | None = None) -> None:
         # Each request's reply comes to roost/replies/<its topic's device>/<token>: inside that device's space.
         self.token = f"stream-{uuid.uuid4().hex}"
-        self.reply_filter = f"roost/replies/+/{self.token}"
+        # A device that logs in (a broker with ACLs) may subscribe only inside its own reply space.
+        self.reply_filter = f"roost/replies/{username or '+'}/{self.token}"
         self.replies: dict[int, list[Any]] = collections.defaultdict(list)
+        self.sent_at: dict[int, float] = {}  # request number: when it was published (time.monotonic())
+        self.first_reply_at: dict[int, float] = {}  # request number: when its first reply came
         self._lock = threading.Lock()
         self._count = 0
         self.sent = 0
@@ -49,7 +52,10 @@ class StreamingDevice:
         client.reconnect_delay_set(1, 1)
         client.on_message = self._on_message
         client.on_subscribe = lambda *args: self._subscribed.set()
+        client.on_socket_open = nodelay  # Nagle's algorithm would hold each small request back ~40 ms
         client.on_connect = lambda c, *args: c.subscribe(self.reply_filter, 1)
+        if username is not None:
+            client.username_pw_set(username, password)
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = 600
         client.connect("127.0.0.1", port, keepalive=10, clean_start=False, properties=props)
@@ -62,7 +68,9 @@ class StreamingDevice:
         if corr is None:
             return
         decoded = msgpack.unpackb(msg.payload, raw=False)
+        now = time.monotonic()
         with self._lock:
+            self.first_reply_at.setdefault(int(corr), now)
             self.replies[int(corr)].append(decoded)
             self._count += 1
 
@@ -94,6 +102,7 @@ class StreamingDevice:
                 time.sleep(delay)
             topic, args = make(n)
             reply_topic = f"roost/replies/{device_of(topic)}/{self.token}"
+            self.sent_at[n] = time.monotonic()
             self.client.publish(topic, msgpack.packb(args), qos=1, properties=reply_properties(reply_topic, n))
             self.sent = n + 1
 

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from mqtt5 import QoS
 
+from gateway.config import Settings
 from gateway.errors import ConfigError
 from gateway.transport.base import InboundMessage, OutboundMessage
 from gateway.transport.fast import FastTransport
@@ -19,7 +20,7 @@ from gateway.transport.fast_connection import Connection
 from gateway.transport.fast_inbound import InboundSession
 from gateway.transport.fast_outbound import OutboundSession
 from gateway.transport.fast_reader import MalformedPacket, PacketReader
-from gateway.transport.options import ConnectOptions
+from gateway.transport.options import ConnectOptions, inbound_packet_limit
 from tests.support.timeouts import scaled
 
 QOS = (QoS.AT_MOST_ONCE, QoS.AT_LEAST_ONCE, QoS.EXACTLY_ONCE)
@@ -115,6 +116,33 @@ def test_a_topic_that_is_not_utf8_is_malformed_not_a_crash() -> None:
     bad = mqtt5.PublishPacket("ab", b"x").write().replace(b"ab", b"\xff\xfe")
     with pytest.raises(MalformedPacket):
         PacketReader().feed(bad)
+
+
+def test_a_packet_over_the_announced_maximum_is_refused_before_it_is_whole() -> None:
+    reader = PacketReader(max_packet_size=4096)
+    big = mqtt5.PublishPacket("devices/a/add", b"x" * 100_000).write()
+    assert reader.feed(big[:2048]) == [] and reader.buffered == 2048  # fine so far
+    with pytest.raises(MalformedPacket, match="over our Maximum Packet Size of 4096"):
+        reader.feed(big[2048:6000])
+    assert reader.buffered == 0  # nothing of it is kept
+
+
+def test_the_announced_maximum_follows_the_payload_limit() -> None:
+    small = Settings(limits={"max_payload_bytes": 1024})
+    large = Settings(limits={"max_payload_bytes": 2 * 1024 * 1024})
+    assert inbound_packet_limit(large) - inbound_packet_limit(small) == 2 * 1024 * 1024 - 1024
+    # Room for a request at every limit: payload, topic, Response Topic and Correlation Data all full.
+    limits = small.limits
+    full = mqtt5.PublishPacket(
+        "d" * limits.max_topic_bytes,
+        b"p" * limits.max_payload_bytes,
+        qos=QoS.AT_LEAST_ONCE,
+        packet_id=1,
+        response_topic="r" * 65_535,
+        correlation_data=b"c" * limits.max_correlation_bytes,
+    ).write()
+    assert len(full) <= inbound_packet_limit(small) < len(full) + 8 * 1024
+    assert ConnectOptions.from_settings(small).max_packet_size == inbound_packet_limit(small)
 
 
 # -- the connection: garbage resets, writes are batched -----------------------------------
