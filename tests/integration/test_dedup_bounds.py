@@ -24,18 +24,13 @@ import psutil
 import pytest
 
 from gateway.devbroker import LocalBroker
-from tests.support.gateway_process import GatewayProcess
+from tests.support.gateway_process import GatewayProcess, queue_bytes
 from tests.support.probe import Probe, reply_topic_for
 from tests.support.stream import reply_properties
 from tests.support.timeouts import wait_for
 
 REQUESTS = 1000
 MB = 1024 * 1024
-
-
-def queue_bytes(queue: Path) -> int:
-    """The queue file and its WAL, on disk."""
-    return sum(p.stat().st_size for p in (queue, queue.with_name(queue.name + "-wal")) if p.exists())
 
 
 @pytest.fixture

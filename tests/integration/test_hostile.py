@@ -24,7 +24,7 @@ from gateway.devbroker import LocalBroker, base_config
 from gateway.transport import ConnectOptions, OutboundMessage, create_transport
 from gateway.transport.base import MAX_STRIKES
 from tests.integration.test_operations import metrics_env
-from tests.support.gateway_process import GatewayProcess
+from tests.support.gateway_process import GatewayProcess, queue_bytes
 from tests.support.ops import scrape, value
 from tests.support.probe import Probe
 from tests.support.stream import reply_properties
@@ -258,11 +258,6 @@ def test_a_64_mb_request_is_never_sent_to_the_gateway_nor_stored(
         a.close()
         b.close()
         gateway.kill()
-
-
-def queue_bytes(queue: Path) -> int:
-    """The durable queue's size on disk: the database and its write-ahead log."""
-    return sum(path.stat().st_size for path in (queue, Path(f"{queue}-wal")) if path.exists())
 
 
 @pytest.mark.slow

@@ -36,10 +36,10 @@ import psutil
 import pytest
 
 from gateway.config import derived_share_group
-from tests.integration.test_hostile import AS_PROPERTY, POISON, queue_bytes
+from tests.integration.test_hostile import AS_PROPERTY, POISON
 from tests.integration.test_operations import metrics_env
 from tests.integration.test_security import USERS, SecureBroker, refused, secure_broker
-from tests.support.gateway_process import ROOT, GatewayProcess
+from tests.support.gateway_process import ROOT, GatewayProcess, queue_bytes
 from tests.support.ops import scrape, value
 from tests.support.probe import Probe
 from tests.support.stream import StreamingDevice

@@ -72,3 +72,8 @@ class GatewayProcess:
             self.process.kill()
             self.process.wait(scaled(5))
             self.process = None
+
+
+def queue_bytes(queue: Path) -> int:
+    """A durable queue's size on disk: the database and its write-ahead log."""
+    return sum(path.stat().st_size for path in (queue, Path(f"{queue}-wal")) if path.exists())

@@ -12,10 +12,9 @@ their commit, duplicates found in the batch in flight, and a stop that waits.
 from __future__ import annotations
 
 import asyncio
-import functools
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -29,18 +28,8 @@ from gateway.store import DONE, REPLIED, STARTED, ReplyRow, RequestRow, RequestS
 from gateway.topics import TopicTemplate
 from gateway.transport.base import InboundMessage, OutboundMessage
 from gateway.transport.memory import MemoryTransport
+from tests.support.aio import synchronous
 from tests.support.timeouts import scaled, until
-
-
-def synchronous(test: Callable[[Path], Coroutine[Any, Any, None]]) -> Callable[[Path], None]:
-    """Run an async test on a fresh event loop (the suite has no asyncio plugin)."""
-
-    @functools.wraps(test)
-    def run(tmp_path: Path) -> None:
-        asyncio.run(test(tmp_path))
-
-    return run
-
 
 router = Router()
 RUNS: list[str] = []
@@ -105,7 +94,6 @@ def states(path: Path) -> list[int]:
 async def settle() -> None:
     for _ in range(5):
         await asyncio.sleep(0)
-
 
 
 class HeldStore(RequestStore):

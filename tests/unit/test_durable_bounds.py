@@ -12,11 +12,10 @@ and a real sqlite file, as in ``test_durable.py``.
 from __future__ import annotations
 
 import asyncio
-import functools
 import sqlite3
 import time
 import tracemalloc
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,18 +34,8 @@ from gateway.store import DONE, RequestStore
 from gateway.topics import TopicTemplate
 from gateway.transport.base import InboundMessage
 from gateway.transport.memory import MemoryTransport
+from tests.support.aio import synchronous
 from tests.support.timeouts import until
-
-
-def synchronous(test: Callable[[Path], Coroutine[Any, Any, None]]) -> Callable[[Path], None]:
-    """Run an async test on a fresh event loop (the suite has no asyncio plugin)."""
-
-    @functools.wraps(test)
-    def run(tmp_path: Path) -> None:
-        asyncio.run(test(tmp_path))
-
-    return run
-
 
 router = Router()
 RUNS: list[str] = []
