@@ -31,7 +31,7 @@ from benchmarks import meters, stats
 from benchmarks.loadgen import Fleet, Tally
 from benchmarks.scenarios import Scenario, default_scenarios, run_scenario, wait_until_answered
 from benchmarks.targets import BINDING_TRANSPORTS, TargetProcess, TargetSpec, all_targets, forget_session
-from gateway.devbroker import LocalBroker
+from gateway.cli.devbroker import LocalBroker
 
 SCHEMA_VERSION = 1
 HOST = "127.0.0.1"

@@ -26,8 +26,8 @@ sys.path.insert(0, str(ROOT))
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from gateway.client import NoReply, RequestClient  # noqa: E402
-from gateway.devbroker import LocalBroker  # noqa: E402
+from gateway.cli.client import NoReply, RequestClient  # noqa: E402
+from gateway.cli.devbroker import LocalBroker  # noqa: E402
 from tests.mesos.mesos_gateway import agent_python  # noqa: E402
 from tests.mesos_standin.harness import StandIn  # noqa: E402
 

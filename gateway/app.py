@@ -10,13 +10,13 @@ from collections.abc import Callable, Sequence
 from gateway.codec import PayloadLimits
 from gateway.config import Settings
 from gateway.dispatch import Dispatcher, DispatchOptions
-from gateway.durable import DurableQueue
+from gateway.durable.queue import DurableQueue
+from gateway.durable.store import RequestStore
 from gateway.errors import RoostError
 from gateway.executors.base import Executor
 from gateway.executors.inline import InlineExecutor
+from gateway.ops.stats import DispatchStats, ReloadStats
 from gateway.registry import Registry
-from gateway.stats import ReloadStats
-from gateway.store import RequestStore
 from gateway.topics import TopicTemplate, filter_covers, shared_filter
 from gateway.transport import ConnectOptions, Transport, create_transport
 
@@ -56,13 +56,13 @@ def build_executors(
     if "inline" in needed:
         executors["inline"] = InlineExecutor(limits.max_queue, limits.max_result_bytes)
     if "local" in needed:
-        from gateway.executors.local import LocalExecutor
+        from gateway.executors.local.executor import LocalExecutor
 
         executors["local"] = LocalExecutor(
             settings.functions, settings.workers, limits.max_queue, limits.max_result_bytes, reimport=reimport
         )
     if "mesos" in needed:
-        from gateway.executors.mesos import MesosExecutor
+        from gateway.executors.mesos.cluster import MesosExecutor
 
         executors["mesos"] = MesosExecutor(settings, on_fatal)
     return executors
@@ -110,9 +110,38 @@ class Gateway:
             self.filters,
             self.durable,
         )
-        self.reloads = ReloadStats()  # bumped by gateway.reload, read by gateway.metrics
+        self.reloads = ReloadStats()  # bumped by gateway.ops.reload, read by gateway.ops.metrics
         self._stop = asyncio.Event()
         self.ready = asyncio.Event()
+
+    @property
+    def stats(self) -> DispatchStats:
+        """The dispatcher's counters (what ``/metrics`` reports per function)."""
+        return self.dispatcher.stats
+
+    async def prepare_functions(self) -> tuple[Registry, dict[str, Executor]]:
+        """A registry of the function modules as they are imported now, and started executors for it (whose
+        workers import the modules afresh); nothing is switched yet. Raises what a module's import raises."""
+        registry = Registry.from_modules(self.settings.functions)
+        executors = build_executors(self.settings, registry, reimport=True, on_fatal=self.fail)
+        try:
+            for executor in executors.values():
+                await executor.start()
+        except BaseException:
+            for executor in executors.values():
+                await executor.stop(0)
+            raise
+        return registry, executors
+
+    def switch_functions(self, registry: Registry, executors: dict[str, Executor]) -> tuple[Registry, list[str]]:
+        """Serve ``registry`` on ``executors`` from the next request on, in one step on the loop: the previous
+        registry (whose executors the caller retires) and the topic filters it adds (to subscribe to)."""
+        previous = self.registry
+        added = [f for f in subscriptions(registry, self.namespace) if f not in self.filters]
+        filters = [*self.filters, *added]
+        self.dispatcher.swap(registry, executors, filters)
+        self.registry, self.executors, self.filters = registry, executors, filters
+        return previous, added
 
     def request_stop(self) -> None:
         """Ask :meth:`run` to stop (safe from a signal handler)."""
@@ -196,7 +225,7 @@ def open_durable_queue(settings: Settings, transport: Transport) -> DurableQueue
 
 async def serve(settings: Settings, registry: Registry, reload: bool = False) -> None:
     """Run a gateway until SIGINT or SIGTERM (with its operations endpoint and function reloading)."""
-    from gateway.operations import operations
+    from gateway.ops.lifecycle import operations
 
     gateway = Gateway(settings, registry)
     loop = asyncio.get_running_loop()

@@ -6,7 +6,7 @@ submitted to an executor and the reply is published from the future's
 callback. Every failure a device can cause becomes an error reply when a
 reply address is known, and a log line otherwise.
 
-With a :class:`~gateway.durable.DurableQueue`, ``handle`` stages QoS 1/2
+With a :class:`~gateway.durable.queue.DurableQueue`, ``handle`` stages QoS 1/2
 requests (stored and acknowledged at the end of the loop turn) and handles
 them at once under their sequence number ``seq``: idempotent calls start now,
 others once recorded as started. Their replies (and the end of calls without
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from gateway import codec, limits, protocol, retry
 from gateway.config import DEFAULT_REPLY_PREFIX
-from gateway.durable import Duplicate, DurableQueue
+from gateway.durable.queue import Duplicate, DurableQueue
 from gateway.errors import (
     BadPayload,
     BadResult,
@@ -38,10 +38,10 @@ from gateway.errors import (
     WireError,
 )
 from gateway.executors.base import Call, Executor
+from gateway.ops.stats import DispatchStats
 from gateway.protocol import ReplyAddress
 from gateway.registry import FunctionSpec, Registry
 from gateway.reply_guard import ReplyGuard
-from gateway.stats import DispatchStats
 from gateway.topics import TopicTemplate, publish_problem
 from gateway.transport.base import InboundMessage, OutboundMessage, Transport
 
@@ -112,7 +112,7 @@ class Dispatcher:
         shares = limits.DeviceConcurrency(limit, options.device_burst, options.max_queue) if limit else None
         self._device_calls = shares
         self._notices = limits.Notices()  # per-device allowance of log lines and rate_limited replies
-        #: Outcomes and latencies for the metrics endpoint (plain counters: see gateway.stats).
+        #: Outcomes and latencies for the metrics endpoint (plain counters: see gateway.ops.stats).
         self.stats = DispatchStats([spec.key for spec in registry.specs])
         transport.on_given_up = self._given_up
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.devbroker import LocalBroker, lease_port
+from gateway.cli.devbroker import LocalBroker, lease_port
 from tests.support.gateway_process import GatewayProcess
 from tests.support.probe import Probe
 

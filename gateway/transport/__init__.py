@@ -18,7 +18,7 @@ def create_transport(kind: str, options: ConnectOptions) -> Transport:
 
         return MemoryTransport(options.mqtt_version)
     if kind == "fast":
-        from gateway.transport.fast import FastTransport
+        from gateway.transport.native.transport import FastTransport
 
         return FastTransport(options)
     if kind == "paho":

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from gateway.devbroker import LocalBroker
+from gateway.cli.devbroker import LocalBroker
 from tests.support.gateway_process import GatewayProcess
 from tests.support.stream import StreamingDevice
 from tests.support.timeouts import scaled

@@ -23,7 +23,7 @@ import msgpack
 import psutil
 import pytest
 
-from gateway.devbroker import LocalBroker
+from gateway.cli.devbroker import LocalBroker
 from tests.support.gateway_process import GatewayProcess, queue_bytes
 from tests.support.probe import Probe, reply_topic_for
 from tests.support.stream import reply_properties

@@ -28,11 +28,11 @@ from typing import Any, TypeVar
 import mqtt5
 import pytest
 
-from gateway.devbroker import LocalBroker
+from gateway.cli.devbroker import LocalBroker
 from gateway.errors import BrokerUnreachable, SubscriptionRefused
 from gateway.transport.base import InboundMessage, OutboundMessage
-from gateway.transport.fast import FastTransport
-from gateway.transport.fast_reader import PacketReader
+from gateway.transport.native.reader import PacketReader
+from gateway.transport.native.transport import FastTransport
 from gateway.transport.options import ConnectOptions
 from tests.support.probe import Probe
 from tests.support.timeouts import scaled, until

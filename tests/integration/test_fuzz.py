@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.devbroker import LocalBroker
+from gateway.cli.devbroker import LocalBroker
 from tests.conftest import TRANSPORTS
 from tests.support.gateway_process import GatewayProcess
 from tests.support.probe import Probe, reply_topic_for

@@ -20,7 +20,7 @@ import psutil
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from gateway.devbroker import LocalBroker, base_config
+from gateway.cli.devbroker import LocalBroker, base_config
 from gateway.transport import ConnectOptions, OutboundMessage, create_transport
 from gateway.transport.base import MAX_STRIKES
 from tests.integration.test_operations import metrics_env

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import msgpack
 
-from gateway.devbroker import LocalBroker
+from gateway.cli.devbroker import LocalBroker
 from tests.integration.test_execution import collect, send
 from tests.integration.test_operations import metrics_env
 from tests.support.gateway_process import GatewayProcess

@@ -13,7 +13,7 @@ from pathlib import Path
 import msgpack
 import pytest
 
-from gateway.devbroker import LocalBroker
+from gateway.cli.devbroker import LocalBroker
 from tests.integration.test_cli import roost
 from tests.support.gateway_process import ROOT, GatewayProcess
 from tests.support.ops import get, scrape, status_of, value, wait_for

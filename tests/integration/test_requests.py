@@ -11,7 +11,7 @@ from pathlib import Path
 import msgpack
 import pytest
 
-from gateway.devbroker import LocalBroker, lease_port
+from gateway.cli.devbroker import LocalBroker, lease_port
 from tests.conftest import TRANSPORTS
 from tests.integration.test_operations import metrics_env
 from tests.support.gateway_process import GatewayProcess

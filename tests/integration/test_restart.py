@@ -9,7 +9,7 @@ from pathlib import Path
 import msgpack
 import pytest
 
-from gateway.devbroker import LocalBroker
+from gateway.cli.devbroker import LocalBroker
 from tests.integration.test_operations import metrics_env
 from tests.support.gateway_process import GatewayProcess
 from tests.support.ops import scrape, value, wait_for

@@ -25,7 +25,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from gateway.devbroker import LocalBroker, lease_port
+from gateway.cli.devbroker import LocalBroker, lease_port
 from tests.integration.test_operations import metrics_env
 from tests.support.gateway_process import ROOT, GatewayProcess
 from tests.support.ops import scrape, value

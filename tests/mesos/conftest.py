@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from gateway.devbroker import lease_port
+from gateway.cli.devbroker import lease_port
 from tests.mesos_standin.control import Control
 from tests.mesos_standin.harness import StandIn
 from tests.mesos_standin.recorder import RecordedFramework

@@ -87,7 +87,7 @@ def live_tasks(framework: dict[str, object]) -> set[str]:
 def mesos_metrics(port: int) -> dict[str, float]:
     """The Mesos executor's state on the gateway's ``/metrics`` at ``port``, by key.
 
-    Keys are what :meth:`gateway.executors.mesos.MesosExecutor.gauges` reports (``pool_target``,
+    Keys are what :meth:`gateway.executors.mesos.cluster.MesosExecutor.gauges` reports (``pool_target``,
     ``executors``, ``unreachable``, ``registrations_total``, ...): ``roost_executor_<key>{executor="mesos"}``.
     """
     samples = ops.scrape(port)

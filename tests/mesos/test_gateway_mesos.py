@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from gateway.devbroker import LocalBroker
+from gateway.cli.devbroker import LocalBroker
 from tests.mesos.mesos_gateway import live_tasks, local_gateway, mesos_gateway
 from tests.mesos_standin.harness import StandIn, wait_for
 from tests.support.gateway_process import GatewayProcess

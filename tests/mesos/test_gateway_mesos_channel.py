@@ -16,7 +16,7 @@ import pytest
 
 from gateway.errors import FunctionError, Unavailable
 from gateway.executors.base import Call
-from gateway.executors.local import LocalExecutor
+from gateway.executors.local.executor import LocalExecutor
 from gateway.executors.mesos.call_server import CallServer
 from gateway.executors.mesos.channel import ChannelServer
 from gateway.executors.mesos.remote_pool import RemotePool

@@ -14,7 +14,7 @@ from typing import Any
 import msgpack
 import pytest
 
-from gateway.devbroker import LocalBroker
+from gateway.cli.devbroker import LocalBroker
 from tests.mesos.mesos_gateway import executor_ids, mesos_gateway, mesos_metrics, metrics_when, the_framework
 from tests.mesos_standin.harness import StandIn, wait_for
 from tests.support.probe import Probe, reply_topic_for

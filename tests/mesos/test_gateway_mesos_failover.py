@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from gateway.devbroker import LocalBroker
+from gateway.cli.devbroker import LocalBroker
 from tests.mesos.mesos_gateway import (
     live_tasks,
     mesos_gateway,

@@ -14,7 +14,7 @@ from typing import Any
 import msgpack
 import pytest
 
-from gateway.devbroker import LocalBroker
+from gateway.cli.devbroker import LocalBroker
 from tests.mesos.mesos_gateway import mesos_gateway, metrics_when
 from tests.mesos_standin.control import Control
 from tests.mesos_standin.harness import StandIn, wait_for

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from gateway.devbroker import LocalBroker
+from gateway.cli.devbroker import LocalBroker
 from tests.mesos.mesos_gateway import (
     executor_ids,
     live_tasks,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.devbroker import LocalBroker
+from gateway.cli.devbroker import LocalBroker
 from tests.mesos.mesos_gateway import mesos_gateway, metrics_when
 from tests.mesos_standin.harness import StandIn
 from tests.support.gateway_process import GatewayProcess

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from gateway.acl import render, render_acl
 from gateway.cli import build_parser
+from gateway.cli.acl import render, render_acl
 from gateway.config import load_settings
 from gateway.errors import ConfigError
 from gateway.registry import Registry, Router

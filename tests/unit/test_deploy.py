@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.cli import EXIT_CONFIG, build_parser
+from gateway.cli import build_parser
+from gateway.cli.exits import Exit
 from gateway.config import load_settings
 from tests.support.timeouts import scaled
 
@@ -30,7 +31,7 @@ def test_the_unit_runs_roost_as_its_own_user_restarts_it_and_logs_to_the_journal
     service = unit()["Service"]
     assert (service["User"], service["Group"]) == ("roost", "roost")
     assert service["Restart"] == "on-failure"
-    assert str(EXIT_CONFIG) in service["RestartPreventExitStatus"].split()  # a bad config does not fix itself
+    assert str(int(Exit.CONFIG)) in service["RestartPreventExitStatus"].split()  # a bad config does not fix itself
     assert service["StandardOutput"] == service["StandardError"] == "journal"
     assert service["ExecReload"] == "/bin/kill -HUP $MAINPID"
     assert service["KillSignal"] == "SIGTERM"

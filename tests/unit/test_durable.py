@@ -21,10 +21,10 @@ from typing import Any
 import msgpack
 
 from gateway.dispatch import Dispatcher, DispatchOptions
-from gateway.durable import DurableQueue
+from gateway.durable.queue import DurableQueue
+from gateway.durable.store import DONE, REPLIED, STARTED, ReplyRow, RequestRow, RequestStore
 from gateway.executors.inline import InlineExecutor
 from gateway.registry import Registry, Router
-from gateway.store import DONE, REPLIED, STARTED, ReplyRow, RequestRow, RequestStore
 from gateway.topics import TopicTemplate
 from gateway.transport.base import InboundMessage, OutboundMessage
 from gateway.transport.memory import MemoryTransport

@@ -25,12 +25,12 @@ import pytest
 from gateway.codec import PayloadLimits
 from gateway.config import load_settings
 from gateway.dispatch import Dispatcher, DispatchOptions, dedup_key
-from gateway.durable import DurableQueue
+from gateway.durable.queue import DurableQueue
+from gateway.durable.store import DONE, RequestStore
 from gateway.errors import ConfigError
 from gateway.executors.inline import InlineExecutor
 from gateway.protocol import ReplyAddress
 from gateway.registry import Registry, Router
-from gateway.store import DONE, RequestStore
 from gateway.topics import TopicTemplate
 from gateway.transport.base import InboundMessage
 from gateway.transport.memory import MemoryTransport

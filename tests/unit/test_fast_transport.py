@@ -15,11 +15,11 @@ from mqtt5 import QoS
 from gateway.config import Settings
 from gateway.errors import ConfigError
 from gateway.transport.base import InboundMessage, OutboundMessage
-from gateway.transport.fast import FastTransport
-from gateway.transport.fast_connection import Connection
-from gateway.transport.fast_inbound import InboundSession
-from gateway.transport.fast_outbound import OutboundSession
-from gateway.transport.fast_reader import MalformedPacket, PacketReader
+from gateway.transport.native.connection import Connection
+from gateway.transport.native.inbound import InboundSession
+from gateway.transport.native.outbound import OutboundSession
+from gateway.transport.native.reader import MalformedPacket, PacketReader
+from gateway.transport.native.transport import FastTransport
 from gateway.transport.options import ConnectOptions, inbound_packet_limit
 from tests.support.timeouts import scaled
 

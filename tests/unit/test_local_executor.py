@@ -26,7 +26,7 @@ from gateway.errors import (
 )
 from gateway.executors import framing
 from gateway.executors.base import Call
-from gateway.executors.local import LocalExecutor
+from gateway.executors.local.executor import LocalExecutor
 from gateway.registry import routers_of
 from tests.support.timeouts import scaled
 

@@ -12,14 +12,16 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.app import Gateway
-from gateway.cli import EXIT_CONFIG, main
+from gateway.cli import main
+from gateway.cli.exits import Exit
 from gateway.config import derived_share_group, load_settings
 from gateway.errors import ConfigError
-from gateway.health import AcceptErrors, OperationsEndpoint, readiness_problems
-from gateway.logs import JsonFormatter, TextFormatter
+from gateway.ops.http import AcceptErrors, OperationsEndpoint
+from gateway.ops.logs import JsonFormatter, TextFormatter
+from gateway.ops.reload import FunctionReloader
+from gateway.ops.stats import LATENCY_BOUNDS, DispatchStats
+from gateway.ops.view import readiness_problems
 from gateway.registry import Registry
-from gateway.reload import FunctionReloader
-from gateway.stats import LATENCY_BOUNDS, DispatchStats
 from gateway.topics import shared_filter
 from gateway.transport.base import InboundMessage
 from gateway.transport.memory import MemoryTransport
@@ -63,7 +65,7 @@ def test_share_group_auto_is_named_after_the_password(
     assert load_settings(share_group="auto", password="secret").session_expiry == 0  # as for any group
     assert load_settings(share_group="auto", password="other").share_group != named
     assert load_settings(share_group="auto").share_group == "auto"  # roost acl, call, status need no password
-    assert main(["check", "--share-group", "auto"]) == EXIT_CONFIG  # but run and check do
+    assert main(["check", "--share-group", "auto"]) == Exit.CONFIG  # but run and check do
     assert capsys.readouterr().err == (
         "roost: invalid setting 'share_group': \"auto\" names the group after the gateway's password: set"
         " password (ROOST_PASSWORD), or choose a random name\n"
@@ -157,7 +159,7 @@ async def _endpoint_scenario() -> None:
 def test_failed_accepts_are_logged_once_per_interval_with_their_count(caplog: pytest.LogCaptureFixture) -> None:
     now = 0.0
     errors = AcceptErrors(interval=60.0, clock=lambda: now)
-    with caplog.at_level(logging.ERROR, logger="gateway.health"):
+    with caplog.at_level(logging.ERROR, logger="gateway.ops.http"):
         for step in range(150):  # one every half second for 75 s
             now = step / 2
             errors.note(OSError(24, "Too many open files"))
@@ -229,13 +231,13 @@ def test_a_crash_is_one_log_line_and_exit_code_1(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     import gateway.app
-    from gateway.cli import EXIT_ERROR, _run
+    from gateway.cli import _run
 
     async def crash(*args: object) -> None:
         raise RuntimeError("boom")
 
     monkeypatch.setattr(gateway.app, "serve", crash)
     with caplog.at_level(logging.ERROR):
-        assert _run(load_settings(durable={"enabled": False}), None) == EXIT_ERROR
+        assert _run(load_settings(durable={"enabled": False}), None) == Exit.ERROR
     assert [record.getMessage() for record in caplog.records] == ["the gateway crashed"]
     assert "RuntimeError: boom" in TextFormatter().format(caplog.records[0])

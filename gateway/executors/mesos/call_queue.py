@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from gateway.errors import Overloaded, Unavailable, WireError
 from gateway.executors.base import Call, next_live, settle
-from gateway.executors.local import PIPELINE
+from gateway.executors.local.executor import PIPELINE
 from gateway.executors.mesos import wire
 from gateway.executors.mesos.channel import ExecutorLink
 from gateway.executors.mesos.counters import MesosCounters

@@ -2,7 +2,7 @@
 
 The executor connects to the gateway (address and token from its
 configuration), says ``HELLO``, and then serves what arrives: each ``CALL`` is
-submitted to a :class:`~gateway.executors.local.LocalExecutor`, the gateway's own
+submitted to a :class:`~gateway.executors.local.executor.LocalExecutor`, the gateway's own
 warm-worker executor, so timeouts, crashed workers and pipelining behave exactly
 as they do locally and replies carry the same codes and messages. Each read is
 acknowledged with one ``ACK``; frames produced in one event-loop turn go out in
@@ -30,7 +30,7 @@ from gateway.errors import InternalError, Unavailable, WireError
 from gateway.executors import framing
 from gateway.executors.base import Call
 from gateway.executors.framing import ReplyKind
-from gateway.executors.local import LocalExecutor
+from gateway.executors.local.executor import LocalExecutor
 from gateway.executors.mesos import wire
 from gateway.executors.mesos.tasks import ExecutorConfig
 from gateway.registry import FunctionSpec

@@ -2,7 +2,7 @@
 
 Plain integers, bumped on the event loop by the part that sees the event
 (:mod:`.placement`, :mod:`.scheduler`, :mod:`.call_queue`) and read at scrape
-time by :meth:`~gateway.executors.mesos.MesosExecutor.gauges`, like every other
+time by :meth:`~gateway.executors.mesos.cluster.MesosExecutor.gauges`, like every other
 gateway metric: nothing is counted through prometheus_client. They say what
 happened (the framework re-registered, tasks were reconciled, a call went to
 another executor) without anyone having to read the log, which is also how the

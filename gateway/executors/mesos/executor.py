@@ -3,7 +3,7 @@
 Started by the bundle's ``boot.py`` (``python -I -S``) in the sandbox, with its
 configuration in ``ROOST_EXECUTOR``. It subscribes to its agent through
 pymesos's ``MesosExecutorDriver``; when its pool task arrives it starts the warm
-workers (a :class:`~gateway.executors.local.LocalExecutor`: the function modules
+workers (a :class:`~gateway.executors.local.executor.LocalExecutor`: the function modules
 imported once in a fork server, workers forked from it), connects back to the
 gateway (:class:`~gateway.executors.mesos.call_server.CallServer`), and only
 then reports ``TASK_RUNNING``. Calls never touch Mesos.
@@ -39,7 +39,7 @@ from typing import Any
 import pymesos
 from pymesos.utils import parse_duration
 
-from gateway.executors.local import LocalExecutor
+from gateway.executors.local.executor import LocalExecutor
 from gateway.executors.mesos.call_server import CallServer
 from gateway.executors.mesos.tasks import CONFIG_VARIABLE, ExecutorConfig
 from gateway.registry import FunctionSpec, routers_of

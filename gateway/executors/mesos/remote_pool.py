@@ -30,7 +30,7 @@ from collections.abc import Callable
 from gateway.errors import Unavailable, WireError, error_for_code
 from gateway.executors import framing
 from gateway.executors.framing import ReplyKind
-from gateway.executors.local import PIPELINE
+from gateway.executors.local.executor import PIPELINE
 from gateway.executors.mesos import wire
 from gateway.executors.mesos.call_queue import CallQueue, Pending
 from gateway.executors.mesos.channel import ChannelConnection, ExecutorLink

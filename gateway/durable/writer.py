@@ -33,7 +33,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 
-from gateway.store import ReplyRow, RequestRow, RequestStore
+from gateway.durable.store import ReplyRow, RequestRow, RequestStore
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from gateway.errors import ConfigError
-from gateway.health import OperationsEndpoint
-from gateway.reload import FunctionReloader
+from gateway.ops.http import OperationsEndpoint
+from gateway.ops.reload import FunctionReloader
 
 if TYPE_CHECKING:
     from gateway.app import Gateway

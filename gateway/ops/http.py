@@ -3,7 +3,7 @@
 * ``/healthz``: 200 while the process runs its event loop (it answers from it);
 * ``/readyz``: 200 when the gateway is subscribed and serving, connected to the
   broker and every executor can run a call; else 503 with the reasons, one per line;
-* ``/metrics``: the Prometheus text of :mod:`gateway.metrics`.
+* ``/metrics``: the Prometheus text of :mod:`gateway.ops.metrics`.
 
 The server is a few lines of HTTP/1.1 on the gateway's own event loop (one
 request per connection, ``Connection: close``): it reads the gateway's state
@@ -31,8 +31,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway
-    from gateway.metrics import GatewayMetrics
+    from gateway.ops.metrics import GatewayMetrics
+
+from gateway.ops.view import GatewayView, readiness_problems
 
 log = logging.getLogger(__name__)
 
@@ -41,20 +42,6 @@ ACCEPT_ERROR_INTERVAL = 60.0  # seconds between two log lines about failed accep
 _BACKLOG = 100
 _MAX_HEAD = 8192
 _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
-
-
-def readiness_problems(gateway: Gateway) -> list[str]:
-    """Why the gateway is not ready to answer requests; empty when it is."""
-    problems = []
-    if not gateway.ready.is_set():
-        problems.append("not serving: starting up or shutting down")
-    if not gateway.transport.link.connected:
-        problems.append("not connected to the broker")
-    for name, executor in gateway.executors.items():
-        problem = executor.problem
-        if problem is not None:
-            problems.append(f"executor {name}: {problem}")
-    return problems
 
 
 class AcceptErrors:
@@ -89,7 +76,7 @@ class AcceptErrors:
 class OperationsEndpoint:
     """The HTTP server of ``/healthz``, ``/readyz`` and ``/metrics`` for one gateway (limits: the module docstring)."""
 
-    def __init__(self, gateway: Gateway, host: str, port: int) -> None:
+    def __init__(self, gateway: GatewayView, host: str, port: int) -> None:
         self._gateway = gateway
         self._host = host
         self.port = port  # the bound port once started (useful with port 0)
@@ -105,7 +92,7 @@ class OperationsEndpoint:
 
     async def start(self) -> None:
         """Listen; raise ``OSError`` when the address is taken."""
-        from gateway.metrics import GatewayMetrics
+        from gateway.ops.metrics import GatewayMetrics
 
         self._metrics = GatewayMetrics(self._gateway)
         loop = asyncio.get_running_loop()
@@ -215,7 +202,7 @@ class OperationsEndpoint:
                 return 503, text, ("\n".join(problems) + "\n").encode(), method
             return 200, text, b"ready\n", method
         if target == "/metrics" and self._metrics is not None:
-            from gateway.metrics import CONTENT_TYPE
+            from gateway.ops.metrics import CONTENT_TYPE
 
             return 200, CONTENT_TYPE, self._metrics.render(), method
         return 404, text, b"not found: try /healthz, /readyz or /metrics\n", method

@@ -27,7 +27,7 @@ import mqtt5
 from mqtt5 import PubAckPacket, PubCompPacket, PubRecPacket
 
 from gateway.transport.base import InboundMessage
-from gateway.transport.fast_reader import MalformedPacket
+from gateway.transport.native.reader import MalformedPacket
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ import mqtt5
 from mqtt5 import QoS, RetainHandling, SubAckPacket, SubAckReasonCode, TopicFilter
 
 from gateway.errors import BrokerUnreachable, SubscriptionRefused
-from gateway.transport.fast_outbound import OutboundSession
+from gateway.transport.native.outbound import OutboundSession
 
 log = logging.getLogger(__name__)
 

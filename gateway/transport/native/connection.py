@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import mqtt5
 
-from gateway.transport.fast_reader import MalformedPacket, PacketReader
+from gateway.transport.native.reader import MalformedPacket, PacketReader
 
 log = logging.getLogger(__name__)
 

@@ -48,6 +48,17 @@ def decode_reply(payload: bytes) -> Reply:
     raise RoostError(f"not a Roost reply: {body!r}")
 
 
+def describe(reply: Reply) -> str:
+    """A reply as one line for a person: the result, or the error's code and message (and details)."""
+    from rich.pretty import pretty_repr
+
+    if reply.error is not None:
+        return f"error {reply.error.code}: {reply.error.message}" + (
+            f"\n  details: {pretty_repr(reply.error.details)}" if reply.error.details else ""
+        )
+    return pretty_repr(reply.result)
+
+
 class RequestClient:
     """Sends requests and waits for their replies over one MQTT connection."""
 

@@ -23,7 +23,7 @@ from mqtt5 import PublishPacket, PubRelPacket, QoS
 
 from gateway.errors import TransportError
 from gateway.transport.base import MAX_STRIKES, Confirmation, DrainWaiters, OutboundMessage
-from gateway.transport.fast_reader import is_codec_panic
+from gateway.transport.native.reader import is_codec_panic
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Prometheus metrics of a running gateway; the only module that imports prometheus_client.
 
 Nothing is counted through prometheus_client on the request path: the
-dispatcher bumps plain counters (:mod:`gateway.stats`), executors and the
+dispatcher bumps plain counters (:mod:`gateway.ops.stats`), executors and the
 transport keep their own state, and :class:`GatewayCollector` reads all of it
 when ``/metrics`` is scraped, on the event loop (so no lock is needed).
 
@@ -30,17 +30,13 @@ Metrics (``function`` is the topic template, ``(unmatched)`` for requests no fun
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from gateway.health import readiness_problems
-from gateway.stats import LATENCY_BOUNDS
-
-if TYPE_CHECKING:
-    from gateway.app import Gateway
+from gateway.ops.stats import LATENCY_BOUNDS
+from gateway.ops.view import GatewayView, readiness_problems
 
 #: The Content-Type of :func:`GatewayMetrics.render`'s output.
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -51,13 +47,13 @@ _BOUNDS = [repr(float(bound)) for bound in LATENCY_BOUNDS] + ["+Inf"]  # as prom
 class GatewayCollector(Collector):
     """Reads the gateway's counters and state at scrape time."""
 
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: GatewayView) -> None:
         self._gateway = gateway
 
     def collect(self) -> Iterator[Metric]:
         """Yield every ``roost_*`` metric family."""
         gateway = self._gateway
-        stats = gateway.dispatcher.stats
+        stats = gateway.stats
         requests = CounterMetricFamily(
             "roost_requests", "Requests by function and outcome", labels=["function", "outcome"]
         )
@@ -141,7 +137,7 @@ class GatewayCollector(Collector):
 class GatewayMetrics:
     """A registry holding the gateway's collector and the process metrics."""
 
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: GatewayView) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(GatewayCollector(gateway))
         ProcessCollector(registry=self.registry)

@@ -23,7 +23,6 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
-from gateway.registry import Registry
 from gateway.topics import shared_filter
 
 if TYPE_CHECKING:
@@ -93,8 +92,6 @@ class FunctionReloader:
                 return False
             self._seen = self._snapshot()
             log.info("reloading function modules %s", ", ".join(self._module_names()))
-            from gateway.app import build_executors, subscriptions
-
             executors: dict[str, Executor] = {}
             try:
                 for name in self._module_names():
@@ -103,14 +100,9 @@ class FunctionReloader:
                         importlib.reload(module)
                     else:
                         importlib.import_module(name)
-                registry = Registry.from_modules(gateway.settings.functions)
-                executors = build_executors(gateway.settings, registry, reimport=True, on_fatal=gateway.fail)
-                for executor in executors.values():
-                    await executor.start()
+                registry, executors = await gateway.prepare_functions()
             except Exception as exc:  # a module's import can raise anything; the old code keeps serving
                 log.error("reload failed, still serving the previous functions: %s: %s", type(exc).__name__, exc)
-                for executor in executors.values():
-                    await executor.stop(0)
                 gateway.reloads.count("failed")
                 return False
             if not gateway.ready.is_set():  # stopped while the new executors started
@@ -118,11 +110,8 @@ class FunctionReloader:
                     await executor.stop(0)
                 gateway.reloads.count("skipped")
                 return False
-            old_registry, old_executors = gateway.registry, gateway.executors
-            added = [f for f in subscriptions(registry, gateway.namespace) if f not in gateway.filters]
-            filters = [*gateway.filters, *added]
-            gateway.dispatcher.swap(registry, executors, filters)
-            gateway.registry, gateway.executors, gateway.filters = registry, executors, filters
+            old_executors = gateway.executors
+            old_registry, added = gateway.switch_functions(registry, executors)
             gateway.reloads.count("reloaded")
             log.info("reloaded: %d functions, %d new topic filters", len(registry.specs), len(added))
             grace = max([gateway.settings.limits.call_timeout, *(s.timeout or 0 for s in old_registry.specs)])

@@ -49,11 +49,11 @@ from mqtt5 import (
 
 from gateway.errors import BrokerUnreachable, ConfigError
 from gateway.transport.base import MAX_STRIKES, Confirmation, InboundMessage, OutboundMessage, Transport
-from gateway.transport.fast_connection import Connection
-from gateway.transport.fast_inbound import InboundSession
-from gateway.transport.fast_outbound import OutboundSession
-from gateway.transport.fast_reader import MalformedPacket
-from gateway.transport.fast_subscriptions import Subscriptions
+from gateway.transport.native.connection import Connection
+from gateway.transport.native.inbound import InboundSession
+from gateway.transport.native.outbound import OutboundSession
+from gateway.transport.native.reader import MalformedPacket
+from gateway.transport.native.subscriptions import Subscriptions
 from gateway.transport.options import ConnectOptions
 
 log = logging.getLogger(__name__)

@@ -29,12 +29,12 @@ reply, topic and correlation data). The index in memory holds one small,
 fixed-size entry per kept row (a key is a digest, whatever the request), so it
 is bounded by the count. Every ``PRUNE_INTERVAL`` the queue picks the rows past
 a bound, oldest first, and the writer deletes them and gives a step of the freed
-pages back to the file system (``gateway/store.py``); while steps remain, the
+pages back to the file system (``gateway/durable/store.py``); while steps remain, the
 next prune comes sooner. Nothing of this runs per request.
 
 With ``synchronous = "full"`` (an fsync per commit) the commits run on a thread
 of their own, one in flight at a time, while the next batch grows on the loop
-(``gateway/durable_writer.py``; with ``"normal"`` they stay on the loop, which
+(``gateway/durable/writer.py``; with ``"normal"`` they stay on the loop, which
 is cheaper than the hand-off). Everything above holds either way: acks, starts
 and publishes follow their own commit, batch after batch, on the loop, and a
 reply in the batch in flight is still found by :meth:`DurableQueue.claim`.
@@ -49,9 +49,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from gateway.durable_writer import BatchWriter
+from gateway.durable.store import ROW_BYTES, ReplyRow, RequestRow, RequestStore, StoredRequest
+from gateway.durable.writer import BatchWriter
 from gateway.errors import Overloaded
-from gateway.store import ROW_BYTES, ReplyRow, RequestRow, RequestStore, StoredRequest
 from gateway.topics import BROKER_MAX_LEVELS, publish_problem
 from gateway.transport.base import InboundMessage, OutboundMessage, Transport
 

@@ -1,4 +1,4 @@
-"""Plain counters the dispatcher bumps per request (and the reloader per reload); :mod:`gateway.metrics` reads them.
+"""Plain counters the dispatcher bumps per request (and the reloader per reload); :mod:`gateway.ops.metrics` reads them.
 
 They are ints, a float and a list, not prometheus_client objects: a labelled
 child's ``inc`` takes a lock and an ``observe`` walks the buckets in Python, a

@@ -26,7 +26,7 @@ Every method is synchronous and cheap: with ``synchronous=NORMAL`` a WAL commit
 is a ``write()`` without ``fsync`` (about 70 µs for a batch of ten on this
 project's CI machine), which survives a crash of the process, not of the
 machine. ``synchronous=FULL`` adds an fsync per commit (0.5–1.5 ms), so the
-durable queue writes from a thread of its own (``gateway/durable_writer.py``).
+durable queue writes from a thread of its own (``gateway/durable/writer.py``).
 
 Two connections: writes (:meth:`~RequestStore.commit`, :meth:`~RequestStore.prune`,
 :meth:`~RequestStore.shrink`) go through one, used by one thread at a time (the event loop, or the commit

@@ -1,8 +1,8 @@
 """The ``local`` executor, the gateway's default: calls run in warm worker processes.
 
 Processes, so a function that hangs or crashes costs one worker, not the
-gateway (:mod:`gateway.executors.pool` starts, feeds and replaces them;
-:mod:`gateway.executors.worker` is what runs inside). ProcessPoolExecutor is
+gateway (:mod:`gateway.executors.local.pool` starts, feeds and replaces them;
+:mod:`gateway.executors.local.worker` is what runs inside). ProcessPoolExecutor is
 not used: a call through it costs several times a round trip on our own pipes.
 
 Calls submitted in one event-loop turn are dispatched together at the end of
@@ -38,7 +38,7 @@ from gateway.errors import CallTimeout, InternalError, Overloaded, RoostError, U
 from gateway.executors import framing
 from gateway.executors.base import Call, Executor, next_live, settle
 from gateway.executors.framing import REPLY_HEADER, ReplyKind
-from gateway.executors.pool import WorkerPool, WorkerProcess
+from gateway.executors.local.pool import WorkerPool, WorkerProcess
 from gateway.registry import routers_of
 
 log = logging.getLogger(__name__)

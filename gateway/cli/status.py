@@ -10,9 +10,8 @@ import sys
 import urllib.error
 import urllib.request
 
+from gateway.cli.exits import Exit
 from gateway.config import Settings
-
-EXIT_READY, EXIT_NOT_READY, EXIT_UNAVAILABLE, EXIT_CONFIG = 0, 1, 69, 78
 
 
 def endpoint_url(settings: Settings) -> str | None:
@@ -39,18 +38,18 @@ def status_command(settings: Settings, url: str | None, timeout: float) -> int:
     base = (url or endpoint_url(settings) or "").rstrip("/")
     if not base:
         print("roost status: the operations endpoint is off (set metrics.enabled = true) and no --url", file=sys.stderr)
-        return EXIT_CONFIG
+        return Exit.CONFIG
     try:
         live_code, _ = probe(f"{base}/healthz", timeout)
         ready_code, body = probe(f"{base}/readyz", timeout)
     except OSError as exc:
         reason = getattr(exc, "reason", exc)
         print(f"live:  no ({base} does not answer: {reason})")
-        return EXIT_UNAVAILABLE
+        return Exit.UNAVAILABLE
     print(f"live:  {'yes' if live_code == 200 else f'no (HTTP {live_code})'}")
     if ready_code == 200:
         print("ready: yes")
-        return EXIT_READY
+        return Exit.OK
     reasons = "; ".join(line for line in body.splitlines() if line.strip()) or f"HTTP {ready_code}"
     print(f"ready: no ({reasons})")
-    return EXIT_NOT_READY
+    return Exit.ERROR

@@ -31,8 +31,9 @@ from multiprocessing.process import BaseProcess
 from typing import Protocol
 
 from gateway.errors import FunctionError, InternalError, RegistryError, RoostError, WireError
-from gateway.executors import framing, worker
+from gateway.executors import framing
 from gateway.executors.framing import REPLY_HEADER, ReplyKind
+from gateway.executors.local import worker
 
 log = logging.getLogger(__name__)
 

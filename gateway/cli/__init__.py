@@ -8,21 +8,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import sys
 from pathlib import Path
 from typing import Any
 
+from gateway.cli.exits import Exit
 from gateway.config import AUTO_SHARE_GROUP, BrokerAddress, Settings, load_settings
 from gateway.errors import ConfigError, RegistryError, TransportError
-from gateway.logs import LogFormat
-
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_TIMEOUT = 2
-EXIT_UNAVAILABLE = 69
-EXIT_CONFIG = 78
+from gateway.ops.logs import LogFormat
 
 log = logging.getLogger("roost")
 
@@ -103,29 +97,10 @@ def _flags(ns: argparse.Namespace) -> dict[str, Any]:
 
 
 def setup_logging(level: str, fmt: LogFormat = "text") -> None:
-    """One line per event on stderr, as text or JSON (:mod:`gateway.logs`)."""
-    from gateway.logs import setup_logging as setup
+    """One line per event on stderr, as text or JSON (:mod:`gateway.ops.logs`)."""
+    from gateway.ops.logs import setup_logging as setup
 
     setup(level, fmt)
-
-
-def parse_value(text: str) -> Any:
-    """A JSON literal when it parses as one, else the text itself."""
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
-
-
-def parse_args_list(items: list[str]) -> dict[str, Any]:
-    """``["a=1", "b=x"]`` to ``{"a": 1, "b": "x"}``; raises ``ValueError`` naming a bad item."""
-    out: dict[str, Any] = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        if not sep or not name:
-            raise ValueError(f"argument {item!r} is not NAME=VALUE")
-        out[name] = parse_value(value)
-    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -133,11 +108,11 @@ def main(argv: list[str] | None = None) -> int:
     ns = build_parser().parse_args(argv)
     try:
         if ns.command == "call":
-            from gateway.commands import call_command
+            from gateway.cli.call import call_command
 
             return call_command(ns)
         if ns.command == "demo":
-            from gateway.commands import demo_command
+            from gateway.cli.demo import demo_command
 
             return demo_command(ns)
         settings = load_settings(ns.config, **_flags(ns))
@@ -147,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
                 " (ROOST_PASSWORD), or choose a random name"
             )
         if ns.command == "status":
-            from gateway.status import status_command
+            from gateway.cli.status import status_command
 
             return status_command(settings, ns.url, ns.timeout)
         setup_logging(settings.log_level, settings.log_format)
@@ -155,25 +130,25 @@ def main(argv: list[str] | None = None) -> int:
 
         registry = Registry.from_modules(settings.functions)
         if ns.command == "functions":
-            from gateway.commands import print_functions
+            from gateway.cli.functions import print_functions
 
             print_functions(settings, registry)
-            return EXIT_OK
+            return Exit.OK
         if ns.command == "check":
             print(f"ok: {len(registry.specs)} functions, broker {settings.broker}")
-            return EXIT_OK
+            return Exit.OK
         if ns.command == "acl":
-            from gateway.acl import render
+            from gateway.cli.acl import render
 
             print(render(settings, registry, ns.gateway_user, ns.acl_format, ns.devices, ns.devices_from), end="")
-            return EXIT_OK
+            return Exit.OK
         return _run(settings, registry, ns.reload)
     except (ConfigError, RegistryError) as exc:
         print(f"roost: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        return Exit.CONFIG
     except TransportError as exc:  # BrokerUnreachable, SubscriptionRefused
         print(f"roost: {exc}", file=sys.stderr)
-        return EXIT_UNAVAILABLE
+        return Exit.UNAVAILABLE
 
 
 def _run(settings: Settings, registry: Any, reload: bool = False) -> int:
@@ -188,12 +163,12 @@ def _run(settings: Settings, registry: Any, reload: bool = False) -> int:
         raise
     except GatewayFailed as exc:  # e.g. the Mesos driver died: say why, exit non-zero
         log.critical("exiting: %s", exc)
-        return EXIT_ERROR
+        return Exit.ERROR
     except Exception:
         # A crash: one log line (JSON too) for the journal, and exit code 1 for the supervisor.
         log.exception("the gateway crashed")
-        return EXIT_ERROR
-    return EXIT_OK
+        return Exit.ERROR
+    return Exit.OK
 
 
 __all__ = ["BrokerAddress", "main"]
