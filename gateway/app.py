@@ -161,7 +161,7 @@ class Gateway:
             if self.durable is not None:
                 # Before connecting: what an earlier run stored goes first, ahead of new requests.
                 for message, seq, started in self.durable.start():
-                    self.dispatcher.run_stored(message, seq, started)
+                    self.dispatcher.run_stored(message, seq, started=started)
             self.transport.set_handler(self.dispatcher.handle)
             await self.transport.connect(self.settings.connect_timeout)
             group = self.settings.share_group

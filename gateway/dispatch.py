@@ -6,16 +6,21 @@ submitted to an executor and the reply is published from the future's
 callback. Every failure a device can cause becomes an error reply when a
 reply address is known, and a log line otherwise.
 
+Each message becomes a :class:`~gateway.request.Request` that carries it to the
+end: :meth:`Dispatcher._admit` decides whether it may run (and where its reply
+goes), :meth:`Dispatcher._invoke` runs it, :meth:`Dispatcher._finish` answers.
 With a :class:`~gateway.durable.queue.DurableQueue`, ``handle`` stages QoS 1/2
-requests (stored and acknowledged at the end of the loop turn) and handles
-them at once under their sequence number ``seq``: idempotent calls start now,
-others once recorded as started. Their replies (and the end of calls without
-one) go back through the queue, which stores them before publishing.
+requests (stored and acknowledged at the end of the loop turn) under a sequence
+number: idempotent calls start now, others once recorded as started, and their
+replies (and the end of calls without one) are stored before they are published.
+Other requests go through a :class:`~gateway.request.VolatileQueue` with the
+same interface, so both take the same path.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import functools
 import hashlib
 import logging
@@ -42,6 +47,7 @@ from gateway.ops.stats import DispatchStats
 from gateway.protocol import ReplyAddress
 from gateway.registry import FunctionSpec, Registry
 from gateway.reply_guard import ReplyGuard
+from gateway.request import Request, RequestQueue, VolatileQueue
 from gateway.topics import TopicTemplate, publish_problem
 from gateway.transport.base import InboundMessage, OutboundMessage, Transport
 
@@ -55,6 +61,14 @@ _FAR_WITHIN = protocol.PUBLISH_ROOM + 65_535
 _Route = tuple[tuple[FunctionSpec, dict[str, str]] | None, dict[str, str]]
 """What a request's topic calls: the function and its parameters (``None`` if none), and the parameters
 (with the namespace's ``device_id``) to report against."""
+
+
+class _Admission(enum.Enum):
+    ADMITTED = "admitted"  # it may run
+    SETTLED = "settled"  # answered or dropped during admission: nothing more to do
+
+
+ADMITTED, SETTLED = _Admission.ADMITTED, _Admission.SETTLED
 
 
 def _held(count: int) -> str:
@@ -104,6 +118,8 @@ class Dispatcher:
             options.reply_spaces, options.namespace, registry, subscribed, options.max_topic_levels
         )
         self._durable = durable
+        # Requests nothing stores go through the same steps: started at once, their replies published at once.
+        self._volatile = VolatileQueue(transport, lambda: self.stats.drop("publish_failed"))
         self._limits = options.payload_limits or codec.PayloadLimits(max_bytes=options.max_payload_bytes)
         self._rate = limits.DeviceRateLimit(options.device_rate, options.device_burst) if options.device_rate else None
         self._concurrency = limits.Concurrency()
@@ -144,11 +160,11 @@ class Dispatcher:
             durable = self._durable
             if durable is not None:
                 # Stored and acknowledged at the end of this loop turn; non-idempotent calls start after that.
-                self.run_stored(message, durable.stage(message), False, route)
+                self.run_stored(message, durable.stage(message), route=route)
                 return
             # Acknowledge at hand-off: a slow function must not hold the broker's window.
             self._transport.ack(message)
-        self.run_stored(message, None, False, route)
+        self.run_stored(message, None, route=route)
 
     def _route(self, topic: str) -> _Route:
         """The function ``topic`` calls (if any) and its parameters, with the namespace's ``device_id``."""
@@ -184,7 +200,7 @@ class Dispatcher:
                 log.warning("request on %r answered rate_limited: %s%s", message.topic, exc.message, _held(held))
                 address = protocol.early_reply_address(message)
                 if address is not None and self._guard.check(address.topic, message.topic, device_id) is None:
-                    self._publish(protocol.error_reply(address, exc))
+                    self._volatile.publish(protocol.error_reply(address, exc))
             return False
         return True
 
@@ -200,144 +216,132 @@ class Dispatcher:
         if self._note(params, "refused a retained request on %r: requests must not be retained", topic):
             self._dead_letter(params, topic, BadPayload("requests must not be retained: it was not run"))
 
-    def run_stored(self, message: InboundMessage, seq: int | None, started: bool, route: _Route | None = None) -> None:
-        """Handle a message the durable queue has stored as ``seq``.
+    def run_stored(
+        self, message: InboundMessage, seq: int | None, *, started: bool = False, route: _Route | None = None
+    ) -> None:
+        """Handle a message, stored by the durable queue as ``seq`` (``None``: not stored).
 
-        ``started``: an earlier run had started it when it crashed (the call may have run).
+        ``started``: an earlier run had started it when it stopped (the call may have run).
         """
+        resolved, params = route or self._route(message.topic)
+        queue: RequestQueue = self._volatile if seq is None or self._durable is None else self._durable
+        request = Request(message, resolved[0] if resolved else None, params, queue, seq or 0, started)
         try:
-            self._handle(message, route or self._route(message.topic), seq, started)
+            admission = self._admit(request)
+            if admission is ADMITTED:
+                self._invoke(request)
+            elif isinstance(admission, WireError):
+                self._fail(request, admission)
         except Exception:
             log.exception("internal error handling a message on %r", message.topic)
-            address = protocol.early_reply_address(message)
+            address = request.reply or protocol.early_reply_address(message)
             if address is not None:
-                self._send_error(address, InternalError("internal gateway error"), message.topic, seq)
+                request.reply = address
+                self._send_error(request, InternalError("internal gateway error"))
             else:
-                self._end(seq)
+                request.end()
 
-    def _handle(self, message: InboundMessage, route: _Route, seq: int | None = None, started: bool = False) -> None:
+    # -- admission: whether the request may run, and where its reply goes --------------------------
+
+    def _admit(self, request: Request) -> WireError | _Admission:
+        """Parse and check ``request``: :data:`ADMITTED` when it may run, :data:`SETTLED` when it was answered or
+        dropped here, or the error to answer it with."""
+        message, params, options = request.message, request.params, self._options
         topic = message.topic
-        resolved, params = route
-        device_id = params.get("device_id")
         try:
-            options = self._options
             if len(topic) > options.max_topic_bytes or topic.count("/") >= options.max_topic_levels:
                 limit = f"{options.max_topic_bytes} characters or {options.max_topic_levels} levels"
                 raise BadPayload(f"topic is over the limits of {limit}")
-            request = protocol.parse_request(
-                message, device_id, options.reply_prefix, self._limits, options.max_topic_levels
+            parsed = protocol.parse_request(
+                message, request.device_id, options.reply_prefix, self._limits, options.max_topic_levels
             )
         except WireError as exc:
-            address = protocol.fallback_reply_address(message, device_id, options.reply_prefix, self._limits)
-            if address is None:
+            request.reply = protocol.fallback_reply_address(message, request.device_id, options.reply_prefix,
+                                                            self._limits)  # fmt: skip
+            if request.reply is None:
                 self._note(params, "dropped a request on %r with no reply address: %s", topic, exc.message)
                 self.stats.drop("no_reply_address")
-                self._end(seq)
-            elif self._reply_allowed(address, topic, params, seq):
-                self._send_error(address, exc, topic, seq)
-            return
-        reply = request.reply
-        if reply is not None and not self._reply_allowed(reply, topic, params, seq):
-            return
-        if seq is not None and reply is not None and self._durable is not None:
-            key = dedup_key(device_id or topic, message, reply)
-            duplicate = self._durable.claim(seq, key) if key is not None else None
+                request.end()
+                return SETTLED
+            return exc if self._reply_allowed(request) else SETTLED
+        request.reply = parsed.reply
+        if parsed.reply is not None and not self._reply_allowed(request):
+            return SETTLED
+        if request.queue is not self._volatile and parsed.reply is not None:
+            key = dedup_key(request.device_id or topic, message, parsed.reply)
+            duplicate = request.queue.claim(request.seq, key) if key is not None else None
             if duplicate is not None:
-                self._answer_duplicate(seq, reply, duplicate, topic)
-                return
-        if resolved is None:
-            self._fail(reply, NotFound(f"no function is registered at {topic!r}"), topic, seq)
-            return
-        spec = resolved[0]
-        if started and not spec.idempotent:
-            # It may have run before the crash: at most once beats a double effect.
-            error = Unavailable("the gateway restarted while this call was pending; it was not run again")
-            self._fail(reply, error, topic, seq)
-            return
+                self._answer_duplicate(request, duplicate)
+                return SETTLED
+        spec = request.spec
+        if spec is None:
+            return NotFound(f"no function is registered at {topic!r}")
+        if request.started and not spec.idempotent:
+            # It may have run before the gateway stopped: at most once beats a double effect.
+            return Unavailable("the gateway restarted while this call was pending; it was not run again")
+        request.expires_at = retry.deadline(spec, message.received_at, message.message_expiry)
+        if request.expires_at is not None and request.expires_at <= time.monotonic():
+            return CallTimeout("the request expired before it could run")
+        request.args = parsed.args
+        return ADMITTED
+
+    # -- invocation: the call on its executor, then its reply ---------------------------------------
+
+    def _invoke(self, request: Request) -> None:
+        spec = request.spec
+        assert spec is not None
         timeout = spec.timeout or self._options.call_timeout
-        expires_at = retry.deadline(spec, message.received_at, message.message_expiry)
-        if expires_at is not None:
-            remaining = expires_at - time.monotonic()
-            if remaining <= 0:
-                self._fail(reply, CallTimeout("the request expired before it could run"), topic, seq)
-                return
-            timeout = min(timeout, remaining)
-        received = message.received_at
+        if request.expires_at is not None:
+            timeout = min(timeout, request.expires_at - time.monotonic())
         try:
-            call = Call(spec, spec.bind(params, request.args), timeout, expires_at)
+            call = Call(spec, spec.bind(request.params, request.args or {}), timeout, request.expires_at)
         except WireError as exc:
-            self._fail(reply, exc, topic, seq)
+            self._fail(request, exc)
             return
         executor = self.executor_for(spec)
         shares = self._device_calls
-        # The inline executor has no workers to share.
-        device = params.get("device_id") if shares is not None and executor.name != "inline" else None
-        if shares is not None and device is not None:
+        if shares is not None and executor.name != "inline":  # the inline executor has no workers to share
+            request.device = request.device_id
+        if shares is not None and request.device is not None:
             # Within the device's share of the workers, or it waits (before it is recorded as started, so
             # waiting calls hold none of the durable queue's window) for one of the device's calls to finish.
-            begin = functools.partial(self._begin, call, executor, params, reply, topic, seq, received, device)
             try:
-                if not shares.admit(device, begin):
+                if not shares.admit(request.device, functools.partial(self._begin, request, call, executor)):
                     return  # _device_leave begins it
             except WireError as exc:
-                self._fail(reply, exc, topic, seq)
+                self._fail(request, exc)
                 return
-        self._begin(call, executor, params, reply, topic, seq, received, device)
+        self._begin(request, call, executor)
 
-    def _begin(
-        self,
-        call: Call,
-        executor: Executor,
-        params: dict[str, str],
-        reply: ReplyAddress | None,
-        topic: str,
-        seq: int | None,
-        received: float,
-        device: str | None,
-    ) -> None:
-        if seq is not None and self._durable is not None:
-            # In order of arrival; a non-idempotent call is recorded as started first (at most once).
-            start = functools.partial(self._start, call, executor, params, reply, topic, seq, received, device)
-            try:
-                self._durable.start_in_order(seq, start, record=not call.spec.idempotent)
-            except WireError as exc:
-                self._device_leave(device)
-                self._fail(reply, exc, topic, seq)
-            return
-        self._start(call, executor, params, reply, topic, seq, received, device)
+    def _begin(self, request: Request, call: Call, executor: Executor) -> None:
+        # In order of arrival; a non-idempotent call is recorded as started first (at most once).
+        try:
+            request.queue.start_in_order(request.seq, functools.partial(self._start, request, call, executor),
+                                         record=not call.spec.idempotent)  # fmt: skip
+        except WireError as exc:
+            self._device_leave(request.device)
+            self._fail(request, exc)
 
-    def _start(
-        self,
-        call: Call,
-        executor: Executor,
-        params: dict[str, str],
-        reply: ReplyAddress | None,
-        topic: str,
-        seq: int | None,
-        received: float,
-        device: str | None,
-    ) -> None:
+    def _start(self, request: Request, call: Call, executor: Executor) -> None:
         spec = call.spec
         if spec.concurrency is not None:
             try:
                 self._concurrency.enter(spec)
             except WireError as exc:
-                self._device_leave(device)
-                self._fail(reply, exc, topic, seq)
+                self._device_leave(request.device)
+                self._fail(request, exc)
                 return
         try:
             future = retry.submit_with_retries(executor, call)
         except WireError as exc:
             self._concurrency.leave(spec)
-            self._device_leave(device)
-            self._fail(reply, exc, topic, seq)
+            self._device_leave(request.device)
+            self._fail(request, exc)
             return
         if future.done():  # inline sync functions: reply in this loop turn, without a callback hop
-            self._finish(future, spec, params, reply, topic, seq, received, device)
+            self._finish(future, request)
         else:
-            future.add_done_callback(
-                lambda done: self._finish(done, spec, params, reply, topic, seq, received, device)
-            )
+            future.add_done_callback(lambda done: self._finish(done, request))
 
     def _device_leave(self, device: str | None) -> None:
         if device is not None and self._device_calls is not None:
@@ -362,13 +366,14 @@ class Dispatcher:
         return True
 
     def _note_for(self, topic: str, message: str, *args: object, level: int = logging.WARNING) -> None:
-        """:meth:`_note` for a request known by its topic only (its parameters are looked up again: rare paths)."""
+        """:meth:`_note` for a topic that is not a request's (its parameters are looked up: rare paths)."""
         self._note(self._route(topic)[1], message, *args, level=level)
 
-    def _reply_allowed(self, reply: ReplyAddress, topic: str, params: dict[str, str], seq: int | None) -> bool:
-        """Whether the reply to a request on ``topic`` may go to ``reply.topic``; a refusal is logged and ends it."""
-        device_id = params.get("device_id")
-        refusal = self._guard.check(reply.topic, topic, device_id)
+    def _reply_allowed(self, request: Request) -> bool:
+        """Whether the request's reply may go to its reply topic; a refusal is logged and ends the request."""
+        reply, topic, params = request.reply, request.topic, request.params
+        assert reply is not None
+        refusal = self._guard.check(reply.topic, topic, request.device_id)
         if refusal is None:
             return True
         self.stats.drop(refusal.reason)
@@ -377,7 +382,7 @@ class Dispatcher:
         noted = self._note(params, "refused a request on %r: its reply topic %r %s", topic, shown, refusal.problem)
         if noted and refusal.dead_letter:
             self._dead_letter(params, topic, BadPayload(f"reply topic {shown!r} {refusal.problem}"))
-        self._end(seq)
+        request.end()
         return False
 
     def _dead_letter(self, params: dict[str, str], topic: str, error: WireError) -> None:
@@ -386,7 +391,7 @@ class Dispatcher:
             letter = retry.dead_letter(self._options.dead_letter, params, topic, error)
             if letter is not None and self._publishable(letter.topic, "dead letter"):
                 self.stats.dead_lettered += 1
-                self._publish(letter)
+                self._volatile.publish(letter)
 
     def _publishable(self, target: str, what: str) -> bool:
         """Whether a topic filled in from a request's parameters (``publish=``, dead letters) may be published to.
@@ -439,108 +444,83 @@ class Dispatcher:
                 return params["device_id"]
         return None
 
-    def _answer_duplicate(self, seq: int, reply: ReplyAddress, duplicate: Duplicate, topic: str) -> None:
+    def _answer_duplicate(self, request: Request, duplicate: Duplicate) -> None:
+        topic, reply = request.topic, request.reply
+        assert reply is not None
         if duplicate.reply is None:
-            self._note_for(topic, "request on %r delivered again while its first copy runs; that one will answer",
-                           topic, level=logging.INFO)
-            self._end(seq)
+            self._note(request.params, "request on %r delivered again while its first copy runs; that one will"
+                       " answer", topic, level=logging.INFO)  # fmt: skip
+            request.end()
             return
         again = "request on %r delivered again; answered with the stored reply"
-        self._note_for(topic, again, topic, level=logging.INFO)
-        self._publish(OutboundMessage(reply.topic, duplicate.reply.payload, reply.qos, reply.correlation_data), seq)
+        self._note(request.params, again, topic, level=logging.INFO)
+        request.end(OutboundMessage(reply.topic, duplicate.reply.payload, reply.qos, reply.correlation_data))
 
-    def _end(self, seq: int | None) -> None:
-        """A stored request is settled without a reply."""
-        if seq is not None and self._durable is not None:
-            self._durable.finish(seq, None)
-
-    def _fail(self, reply: ReplyAddress | None, error: WireError, topic: str, seq: int | None = None) -> None:
-        if reply is None:
-            self._note_for(topic, "event on %r failed: %s: %s", topic, error.code, error.message)
-            self._count_error(topic, error)
-            self._end(seq)
+    def _fail(self, request: Request, error: WireError) -> None:
+        if request.reply is None:
+            topic = request.topic
+            self._note(request.params, "event on %r failed: %s: %s", topic, error.code, error.message)
+            self.stats.failed(request.key, error.code)
+            request.end()
         else:
-            self._send_error(reply, error, topic, seq)
+            self._send_error(request, error)
 
-    def _send_error(self, reply: ReplyAddress, error: WireError, topic: str, seq: int | None = None) -> None:
-        self._note_for(topic, "request on %r answered %s: %s", topic, error.code, error.message, level=logging.INFO)
-        self._count_error(topic, error)
-        self._publish(protocol.error_reply(reply, error), seq)
+    def _send_error(self, request: Request, error: WireError) -> None:
+        assert request.reply is not None
+        self._note(request.params, "request on %r answered %s: %s", request.topic, error.code, error.message,
+                   level=logging.INFO)  # fmt: skip
+        self.stats.failed(request.key, error.code)
+        request.end(protocol.error_reply(request.reply, error))
 
-    def _count_error(self, topic: str, error: WireError) -> None:
-        # Resolved again rather than passed down every error path: errors are the rare case.
-        resolved = self._registry.resolve(topic)
-        self.stats.failed(resolved[0].key if resolved is not None else "", error.code)
-
-    def _publish(self, message: OutboundMessage, seq: int | None = None) -> None:
-        if seq is not None and self._durable is not None:
-            self._durable.finish(seq, message)  # stored first, published after the commit
-            return
-        try:
-            self._transport.publish(message)
-        except (ValueError, TypeError, OSError) as exc:
-            log.warning("could not publish to %r: %s", message.topic, exc)
-            self.stats.drop("publish_failed")
-
-    def _finish(
-        self,
-        future: asyncio.Future[bytes],
-        spec: FunctionSpec,
-        params: dict[str, str],
-        reply: ReplyAddress | None,
-        topic: str,
-        seq: int | None = None,
-        received_at: float | None = None,
-        device: str | None = None,
-    ) -> None:
-        """Publish the outcome of a call (runs as a future callback on the loop); ``device``: counted against its
-        share of the workers."""
+    def _finish(self, future: asyncio.Future[bytes], request: Request) -> None:
+        """Publish the outcome of a call (runs as a future callback on the loop)."""
+        spec, params, topic, reply = request.spec, request.params, request.topic, request.reply
+        assert spec is not None
         if spec.concurrency is not None:
             self._concurrency.leave(spec)
-        if device is not None:
-            self._device_leave(device)
+        if request.device is not None:
+            self._device_leave(request.device)
         try:
             if future.cancelled():
                 raise Unavailable("the call was cancelled")
             error = future.exception()
+            received_at = request.message.received_at
             if error is not None:
                 if not isinstance(error, WireError):
                     log.error("executor failed on %r", topic, exc_info=error)
                     error = InternalError("internal gateway error")
-                if received_at is not None:
-                    self.stats.functions[spec.template.template].ran(received_at)
+                self.stats.functions[spec.template.template].ran(received_at)
                 self._dead_letter(params, topic, error)
-                self._fail(reply, error, topic, seq)
+                self._fail(request, error)
                 return
             encoded: bytes = future.result()
-            if received_at is not None:
-                # Every registered key is in stats.functions (swap() adds new ones); .template.template is spec.key
-                # without the property call, on every request.
-                self.stats.functions[spec.template.template].answered(received_at)
+            # Every registered key is in stats.functions (swap() adds new ones); .template.template is spec.key
+            # without the property call, on every request.
+            self.stats.functions[spec.template.template].answered(received_at)
             if reply is not None:
                 answer = protocol.result_reply(reply, encoded)
                 # _fits_broker's first test, made here: on every reply, a method call saved.
                 limit = self._transport.broker_max_packet_size
                 far = limit is None or len(answer.payload) + 4 * len(answer.topic) < limit - _FAR_WITHIN
                 if far or self._fits_broker(answer, params, topic):
-                    self._publish(answer, seq)
+                    request.end(answer)
                 else:
-                    self._fail(reply, self._too_large(answer), topic, seq)
+                    self._fail(request, self._too_large(answer))
                 return
             if spec.publish is not None and encoded != NIL:
                 target = spec.publish.render(params)
                 event = OutboundMessage(target, encoded, qos=1)
                 if self._publishable(target, f"result of {spec.key}") and self._fits_broker(event, params, topic):
-                    self._publish(event)
-            self._end(seq)
+                    self._volatile.publish(event)
+            request.end()
         except WireError as exc:
-            self._fail(reply, exc, topic, seq)
+            self._fail(request, exc)
         except Exception:
             log.exception("internal error finishing a call on %r", topic)
             if reply is not None:
-                self._send_error(reply, InternalError("internal gateway error"), topic, seq)
+                self._send_error(request, InternalError("internal gateway error"))
             else:
-                self._end(seq)
+                request.end()
 
 
 def dedup_key(device: str, message: InboundMessage, reply: ReplyAddress) -> bytes | None:

@@ -33,7 +33,7 @@ class ReplyAddress:
 
 
 @dataclass(frozen=True, slots=True)
-class Request:
+class ParsedRequest:
     """A decoded request: its arguments and, unless it is an event, its reply address."""
 
     args: Mapping[str, Any]
@@ -67,7 +67,7 @@ def parse_request(
     reply_prefix: str,
     limits: codec.PayloadLimits | int,
     max_topic_levels: int = 32,
-) -> Request:
+) -> ParsedRequest:
     """Decode the payload into arguments and a reply address.
 
     Raises :class:`BadPayload` (or another :class:`WireError`); callers find where
@@ -100,7 +100,7 @@ def parse_request(
         if isinstance(value, (str, bytes)) and len(value) > limits.max_argument_bytes:
             limit = limits.max_argument_bytes
             raise InvalidArguments(f"argument {str(name)[:50]!r} is over the limit of {limit} bytes")
-    return Request(args, reply_address(message, envelope, device_id, reply_prefix))
+    return ParsedRequest(args, reply_address(message, envelope, device_id, reply_prefix))
 
 
 def check_correlation(correlation_data: bytes | None, cid: bytes | str | None, limit: int) -> None:

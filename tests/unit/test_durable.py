@@ -183,7 +183,7 @@ async def test_after_a_crash_idempotent_calls_rerun_and_the_others_answer_unavai
     RUNS.clear()
     dispatcher, transport, durable = make(path)
     for message, seq, started in durable.start():
-        dispatcher.run_stored(message, seq, started)
+        dispatcher.run_stored(message, seq, started=started)
     await settle()
     reply = msgpack.unpackb(transport.published[0].payload)
     assert reply["error"]["code"] == "unavailable"
@@ -201,7 +201,7 @@ async def test_idempotent_calls_are_rerun_after_a_crash(tmp_path: Path) -> None:
     RUNS.clear()
     dispatcher, transport, durable = make(path)
     for message, stored, started in durable.start():
-        dispatcher.run_stored(message, stored, started)
+        dispatcher.run_stored(message, stored, started=started)
     await settle()
     assert RUNS == ["add"]
     assert msgpack.unpackb(transport.published[0].payload) == {"result": 5}
