@@ -25,6 +25,7 @@ import psutil
 
 from benchmarks import meters, mqtt_wire
 from benchmarks.mesos_cluster import MesosCluster
+from gateway.config import EXAMPLE_FUNCTIONS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NULL = "null"
@@ -67,6 +68,8 @@ class TargetSpec:
             "--transport", str(self.transport),
             "--client-id", client_id,
             "--log-level", "WARNING",
+            # What every benchmark calls (add, echo and friends): the example functions, named.
+            *(flag for module in EXAMPLE_FUNCTIONS for flag in ("--functions", module)),
         ]  # fmt: skip
 
 

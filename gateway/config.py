@@ -42,16 +42,17 @@ __all__ = [
     "ANY_REPLY_TOPIC",
     "AUTO_SHARE_GROUP",
     "DEFAULT_BROKER",
-    "DEFAULT_FUNCTIONS",
     "DEFAULT_NAMESPACE",
     "DEFAULT_REPLY_PREFIX",
+    "EXAMPLE_FUNCTIONS",
     "BrokerAddress",
     "Settings",
     "derived_share_group",
     "load_settings",
 ]
 
-DEFAULT_FUNCTIONS = ("functions.examples", "functions.sensors")
+# The example modules: what `roost demo` serves. Nothing is served unless the settings name it.
+EXAMPLE_FUNCTIONS = ("functions.examples", "functions.sensors")
 DEFAULT_NAMESPACE = "devices/{device_id}/{function:path}"
 DEFAULT_REPLY_PREFIX = "roost/replies"
 DEFAULT_BROKER = BrokerAddress(host="127.0.0.1", port=1883)
@@ -80,7 +81,7 @@ class Settings(BaseSettings):
     session_expiry: int = Field(default=3600, ge=0)
     connect_timeout: float = Field(default=30.0, gt=0)
     max_inflight: Positive = 1000
-    functions: Annotated[tuple[str, ...], NoDecode] = DEFAULT_FUNCTIONS
+    functions: Annotated[tuple[str, ...], NoDecode] = ()  # function modules to serve; none by default
     namespace: Annotated[tuple[str, ...], NoDecode] = (DEFAULT_NAMESPACE,)
     reply_prefix: str = DEFAULT_REPLY_PREFIX
     # Replies go only to topics at or under one of these, rendered with the requesting device's id

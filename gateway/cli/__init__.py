@@ -21,6 +21,12 @@ from gateway.ops.logs import LogFormat
 log = logging.getLogger("roost")
 
 
+NO_FUNCTIONS = (
+    "no functions to serve: list your function modules in the settings (functions = [\"myproject.functions\"]),"
+    " ROOST_FUNCTIONS or --functions; to try the examples: --functions functions.examples"
+)
+
+
 def _settings_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="TOML settings file")
     parser.add_argument("--broker", help="broker address HOST:PORT")
@@ -31,7 +37,7 @@ def _settings_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, help="warm worker processes of the local executor")
     parser.add_argument("--transport", choices=["fast", "paho"], help="MQTT client (default: fast for MQTT 5)")
     parser.add_argument(
-        "--functions", action="append", help="function module to load (repeatable; replaces the defaults)"
+        "--functions", action="append", help="function module to serve (repeatable; replaces the settings' list)"
     )
     parser.add_argument("--log-level", dest="log_level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     parser.add_argument("--log-format", dest="log_format", choices=["text", "json"], help="one line per event")
@@ -121,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
                 "invalid setting 'share_group': \"auto\" names the group after the gateway's password: set password"
                 " (ROOST_PASSWORD), or choose a random name"
             )
+        if ns.command in ("run", "check", "functions", "acl") and not settings.functions:
+            raise ConfigError(NO_FUNCTIONS)
         if ns.command == "status":
             from gateway.cli.status import status_command
 

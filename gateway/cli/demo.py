@@ -18,6 +18,7 @@ from rich.console import Console
 from gateway import codec
 from gateway.cli.client import NoReply, Reply, RequestClient, describe
 from gateway.cli.exits import Exit
+from gateway.config import EXAMPLE_FUNCTIONS
 
 DEMO_CALLS: list[tuple[str, dict[str, Any]]] = [
     ("devices/pi-1/add", {"a": 1, "b": 2}),
@@ -54,6 +55,7 @@ def demo_command(ns: argparse.Namespace) -> int:
                 f"roost-demo-{os.getpid()}",
                 "--log-level",
                 "WARNING",
+                *(flag for module in EXAMPLE_FUNCTIONS for flag in ("--functions", module)),
             ],
             env=env,
         )

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.gateway_process import ROOT
+from tests.support.gateway_process import EXAMPLES, ROOT
 from tests.support.timeouts import scaled
 
 
@@ -27,7 +27,7 @@ def roost(*args: str, env: dict[str, str] | None = None) -> subprocess.Completed
 
 @pytest.mark.slow
 def test_functions_prints_templates_filters_schemas_and_executors() -> None:
-    out = roost("functions")
+    out = roost("functions", *EXAMPLES)
     assert out.returncode == 0, out.stderr
     for expected in (
         "devices/{device_id}/add",
@@ -37,21 +37,21 @@ def test_functions_prints_templates_filters_schemas_and_executors() -> None:
         "alerts/{device_id}/temperature",
     ):
         assert expected in out.stdout
-    inline = roost("functions", "--executor", "inline")
+    inline = roost("functions", "--executor", "inline", *EXAMPLES)
     assert "inline" in inline.stdout
 
 
 @pytest.mark.slow
 def test_bad_setting_stops_with_one_line_naming_it(tmp_path: Path) -> None:
-    out = roost("run", "--workers", "0")
+    out = roost("run", "--workers", "0", *EXAMPLES)
     assert out.returncode == 78
     assert out.stderr.strip() == "roost: invalid setting 'workers': Input should be greater than or equal to 1"
     config = tmp_path / "roost.toml"
     config.write_text('executor = "gpu"\n')
-    out = roost("run", "--config", str(config))
+    out = roost("run", "--config", str(config), *EXAMPLES)
     assert out.returncode == 78
     assert out.stderr.strip() == "roost: invalid setting 'executor': Input should be 'local', 'inline' or 'mesos'"
-    out = roost("run", env={"ROOST_BROKER": "nohost:abc"})
+    out = roost("run", *EXAMPLES, env={"ROOST_BROKER": "nohost:abc"})
     assert out.stderr.strip() == "roost: invalid setting 'broker': broker port must be a number, got 'abc'"
 
 
@@ -85,8 +85,22 @@ def test_missing_function_module() -> None:
     assert "cannot import function module 'no.such.module'" in out.stderr
 
 
+@pytest.mark.parametrize("command", ["run", "check", "functions", "acl"])
+def test_with_no_functions_configured_a_command_says_so_and_exits_78(command: str) -> None:
+    # No functions setting serves nothing, and that is refused before the broker is tried (78 before 69).
+    out = roost(command, "--broker", "127.0.0.1:1", env={"ROOST_CONNECT_TIMEOUT": "0.5"})
+    assert out.returncode == 78
+    assert out.stderr.strip() == (
+        "roost: no functions to serve: list your function modules in the settings"
+        ' (functions = ["myproject.functions"]), ROOST_FUNCTIONS or --functions; to try the examples:'
+        " --functions functions.examples"
+    )
+    assert out.stdout == ""
+
+
 def test_unreachable_broker_exits_69() -> None:
-    out = roost("run", "--broker", "127.0.0.1:1", "--executor", "inline", env={"ROOST_CONNECT_TIMEOUT": "0.5"})
+    command = ("run", "--broker", "127.0.0.1:1", "--executor", "inline", *EXAMPLES)
+    out = roost(*command, env={"ROOST_CONNECT_TIMEOUT": "0.5"})
     assert out.returncode == 69
     assert "cannot reach the broker at 127.0.0.1:1" in out.stderr
 

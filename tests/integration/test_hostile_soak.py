@@ -1,7 +1,8 @@
 """A hostile-device soak (issue 15, item 9): three devices run every attack at once while B calls ``add``.
 
 The production set-up: mosquitto on deploy/mosquitto.conf with the ``roost acl --format dynsec`` file
-(test_security.py), one gateway on deploy/roost.toml in the share group ``auto``, logged in as ``roost``.
+(test_security.py), one gateway on deploy/roost.toml in the share group ``auto``, logged in as ``roost``,
+serving the example functions (deploy/roost.toml lists none: an operator lists theirs).
 Two settings differ: ``limits.device_rate`` is 60 a second instead of 5, so that B's own 50 calls a second
 are within its rate (the attackers send far more than either), and the shutdown grace is 1 s, not 10 (the
 restart need not wait for an attacker's 25-second call).
@@ -39,7 +40,7 @@ from gateway.config import derived_share_group
 from tests.integration.test_hostile import AS_PROPERTY, POISON
 from tests.integration.test_operations import metrics_env
 from tests.integration.test_security import USERS, SecureBroker, refused, secure_broker
-from tests.support.gateway_process import ROOT, GatewayProcess, queue_bytes
+from tests.support.gateway_process import EXAMPLES, ROOT, GatewayProcess, queue_bytes
 from tests.support.ops import scrape, value
 from tests.support.probe import Probe
 from tests.support.stream import StreamingDevice
@@ -165,7 +166,7 @@ def test_three_hostile_devices_at_once_and_b_is_answered_in_time_within_bounds(
         "ROOST_LIMITS__DEVICE_RATE": "60",  # B's 50 a second are within it; deploy/roost.toml has 5
         "ROOST_SHUTDOWN_GRACE": "1",  # not 10: the stop need not wait for the attackers' slow calls
     }
-    config = ("--config", str(ROOT / "deploy" / "roost.toml"), "--share-group", "auto")
+    config = ("--config", str(ROOT / "deploy" / "roost.toml"), "--share-group", "auto", *EXAMPLES)
     gateway = GatewayProcess(f"127.0.0.1:{port}", logs, *config, env=env).start()
     assert gateway.process is not None
     memory = psutil.Process(gateway.process.pid)

@@ -27,7 +27,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from gateway.cli.devbroker import LocalBroker, lease_port
 from tests.integration.test_operations import metrics_env
-from tests.support.gateway_process import ROOT, GatewayProcess
+from tests.support.gateway_process import EXAMPLES, ROOT, GatewayProcess
 from tests.support.ops import scrape, value
 from tests.support.probe import Probe
 from tests.support.timeouts import scaled, scaled_text, wait_for
@@ -292,7 +292,8 @@ def test_roost_call_logs_in_as_a_device_over_tls_with_the_gateways_settings(
 
 def run_once(secure: SecureBroker, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "gateway", "run", "--broker", f"127.0.0.1:{secure.tls_port}", "--executor", "inline"],
+        [sys.executable, "-m", "gateway", "run", "--broker", f"127.0.0.1:{secure.tls_port}", "--executor", "inline",
+         *EXAMPLES],  # fmt: skip
         cwd=ROOT,
         env=dict(os.environ, PYTHONPATH=str(ROOT), ROOST_DURABLE__ENABLED="false", **env),
         capture_output=True,

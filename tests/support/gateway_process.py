@@ -10,13 +10,19 @@ import time
 import uuid
 from pathlib import Path
 
+from gateway.config import EXAMPLE_FUNCTIONS
 from tests.support.timeouts import scaled
 
 ROOT = Path(__file__).resolve().parents[2]
+#: The flags that serve the example modules: what a gateway of the tests runs when a test names no functions.
+EXAMPLES = tuple(flag for module in EXAMPLE_FUNCTIONS for flag in ("--functions", module))
 
 
 class GatewayProcess:
-    """A gateway subprocess whose stderr goes to a log file; ready once it logs 'serving'."""
+    """A gateway subprocess whose stderr goes to a log file; ready once it logs 'serving'.
+
+    Without ``--functions``, ``--config`` or ``ROOST_FUNCTIONS`` it serves the example modules.
+    """
 
     def __init__(
         self, broker: str, log_dir: Path, *extra: str, client_id: str | None = None, env: dict[str, str] | None = None
@@ -24,6 +30,8 @@ class GatewayProcess:
         self.broker = broker
         self.client_id = client_id or f"roost-test-{uuid.uuid4().hex[:8]}"
         self.log_path = log_dir / f"{self.client_id}-{uuid.uuid4().hex[:4]}.log"
+        if "--functions" not in extra and "--config" not in extra and "ROOST_FUNCTIONS" not in (env or {}):
+            extra = (*extra, *EXAMPLES)  # the gateway serves nothing unless told what
         self.args = [sys.executable, "-m", "gateway", "run", "--broker", broker, "--client-id", self.client_id, *extra]
         # Each gateway identity keeps its durable queue next to its log, not in the user's state directory.
         queue = {"ROOST_DURABLE__PATH": str(log_dir / f"{self.client_id}.queue.sqlite3")}

@@ -16,7 +16,7 @@ def test_defaults() -> None:
     assert str(settings.broker) == "127.0.0.1:1883"
     assert settings.executor == "local"
     assert settings.mqtt_version == "5"
-    assert settings.functions == ("functions.examples", "functions.sensors")
+    assert settings.functions == ()  # nothing is served unless the settings name it
 
 
 def test_priority_flags_over_environment_over_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

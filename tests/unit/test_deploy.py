@@ -61,7 +61,8 @@ def test_the_production_settings_load(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = load_settings(DEPLOY / "roost.toml")
     assert settings.metrics.enabled and settings.metrics.host == "127.0.0.1"
     assert settings.durable.path == Path("/var/lib/roost/queue.sqlite3")
-    # Fairness between devices is on where the examples (slow included) are served to real devices.
+    # It serves only what an operator lists (run refuses none), with fairness between devices on.
+    assert settings.functions == ()
     assert settings.limits.device_rate > 0
     assert settings.device_concurrency() == 1  # half of the two workers
 
