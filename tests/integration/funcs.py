@@ -8,8 +8,13 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from pathlib import Path
+from typing import Any
+
+from pydantic import GetCoreSchemaHandler
+from pydantic_core import core_schema
 
 from gateway.registry import Router
 from tests.support.timeouts import scaled
@@ -39,6 +44,24 @@ def segfault() -> None:
 def hang(seconds: float = 60.0) -> None:
     """Sleep past the one-second timeout."""
     time.sleep(seconds)
+
+
+class Locked:
+    """An argument type built from a string that holds a lock, which pickle refuses."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.lock = threading.Lock()
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+        return core_schema.no_info_after_validator_function(cls, core_schema.str_schema())
+
+
+@router.function("devices/{device_id}/unpicklable")
+def unpicklable(value: Locked) -> str:
+    """An argument no worker process can be sent: answered ``internal`` by every executor."""
+    return value.text
 
 
 @router.function("devices/{device_id}/opaque")

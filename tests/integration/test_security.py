@@ -291,9 +291,9 @@ def test_roost_call_logs_in_as_a_device_over_tls_with_the_gateways_settings(
 
 
 def run_once(secure: SecureBroker, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    command = ["run", "--broker", f"127.0.0.1:{secure.tls_port}", "--executor", "inline", *EXAMPLES]
     return subprocess.run(
-        [sys.executable, "-m", "gateway", "run", "--broker", f"127.0.0.1:{secure.tls_port}", "--executor", "inline",
-         *EXAMPLES],  # fmt: skip
+        [sys.executable, "-m", "gateway", *command],
         cwd=ROOT,
         env=dict(os.environ, PYTHONPATH=str(ROOT), ROOST_DURABLE__ENABLED="false", **env),
         capture_output=True,

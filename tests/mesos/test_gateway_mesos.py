@@ -109,6 +109,7 @@ CASES: list[tuple[str, dict[str, Any] | None]] = [
     ("devices/d1/big", {"size": 1 << 20}),  # bad_result: over the limit
     ("devices/d1/crash", {"code": 3}),  # the worker dies: function_error
     ("devices/d1/wait", {"seconds": 0.01}),  # async function
+    ("devices/d1/unpicklable", {"value": "x"}),  # internal: it cannot be sent to any worker (never retried)
 ]
 
 
@@ -126,6 +127,6 @@ def test_replies_are_identical_to_the_local_executors(
     codes = [reply.get("error", {}).get("code") for reply in on_mesos]
     assert codes == [
         None, "invalid_arguments", None, "function_error", "not_found", "timeout", "bad_result", "bad_result",
-        "function_error", None,
+        "function_error", None, "internal",
     ]  # fmt: skip
     assert on_mesos[0] == {"result": 42}

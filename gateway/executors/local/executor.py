@@ -34,9 +34,10 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from gateway.errors import CallTimeout, InternalError, Overloaded, RoostError, Unavailable, WireError, error_for_code
+from gateway.errors import CallTimeout, InternalError, RoostError, Unavailable, WireError, error_for_code
 from gateway.executors import framing
-from gateway.executors.base import Call, Executor, next_live, settle
+from gateway.executors.base import Call, Executor, next_live
+from gateway.executors.call_queue import CallQueue, Pending
 from gateway.executors.framing import REPLY_HEADER, ReplyKind
 from gateway.executors.local.pool import WorkerPool, WorkerProcess
 from gateway.registry import routers_of
@@ -58,21 +59,12 @@ class PoolStats:
     queued: int  # calls waiting for a worker
 
 
-@dataclass(slots=True)
-class _Pending:
-    call_id: int
-    call: Call
-    frame: bytes
-    future: asyncio.Future[bytes]
-    quick: bool = False
-
-
 @dataclass(slots=True, eq=False)
 class _Lane:
     """The calls sent to one ready worker, oldest (running) first."""
 
     worker: WorkerProcess
-    outstanding: deque[_Pending] = field(default_factory=deque)
+    outstanding: deque[Pending] = field(default_factory=deque)
     slow: int = 0  # outstanding calls of functions not known to be quick
     outbox: list[bytes] = field(default_factory=list)  # frames for this dispatch's write
     head_deadline: float = math.inf
@@ -80,7 +72,7 @@ class _Lane:
     timer_at: float = math.inf
 
 
-class LocalExecutor(Executor):
+class LocalExecutor(CallQueue, Executor):
     """Runs calls in a pool of warm worker processes (see the module docstring)."""
 
     name = "local"
@@ -88,27 +80,15 @@ class LocalExecutor(Executor):
     def __init__(
         self, modules: Sequence[str], workers: int, max_queue: int, max_result_bytes: int, *, reimport: bool = False
     ) -> None:
+        super().__init__(max_queue, "in worker processes")
         self._modules = tuple(modules)
         self._size = workers
-        self._max_queue = max_queue
         # reimport: after a reload the fork server still holds the old modules, so workers import them again.
         self._pool = WorkerPool(self._modules, workers, max_result_bytes, self, reimport=reimport)
         self._keys: frozenset[str] = frozenset()
         self._state = "new"  # starting, running, stopping, stopped
-        self._queue: deque[_Pending] = deque()
-        self._count = 0  # calls queued or outstanding
-        self._next_id = 1
-        self._dispatch_soon = False
         self._lanes: dict[WorkerProcess, _Lane] = {}
         self._run_time: dict[str, float] = {}  # function key -> recent run time in seconds
-        self._idle: asyncio.Future[None] | None = None
-        # Kept from start(): on Python 3.11 every asyncio.get_running_loop() costs a getpid() system call.
-        self._loop: asyncio.AbstractEventLoop
-
-    @property
-    def in_flight(self) -> int:
-        """Calls submitted and not finished: waiting for a worker or sent to one."""
-        return self._count
 
     @property
     def stats(self) -> PoolStats:
@@ -142,6 +122,7 @@ class LocalExecutor(Executor):
             raise RoostError("the local executor was already started")
         for reference in self._modules:  # a module that cannot load fails here, before any process starts
             self._keys |= {spec.key for spec in routers_of(reference)}
+        # Kept: on Python 3.11 every asyncio.get_running_loop() costs a getpid() system call.
         self._loop = asyncio.get_running_loop()
         self._state = "starting"
         try:
@@ -157,24 +138,13 @@ class LocalExecutor(Executor):
             raise Unavailable("the gateway is stopping" if self._state != "new" else "the executor is not started")
         if self._pool.broken is not None:
             raise Unavailable(f"no worker process is running: {self._pool.broken}")
-        if self._count >= self._max_queue:
-            raise Overloaded(
-                f"{self._count} calls are queued or running in worker processes, the limit is {self._max_queue}"
-            )
-        future: asyncio.Future[bytes] = self._loop.create_future()
         key = call.spec.key
         if key not in self._keys:
-            future.set_exception(InternalError(f"function {key!r} is not in the modules of the local executor"))
-            return future
-        call_id, self._next_id = self._next_id, self._next_id + 1
-        try:
-            frame = framing.call_frame(call_id, key, call.kwargs, call.expires_at)
-        except Exception as exc:  # an argument pickle refuses: the function's types, not the device, are at fault
-            future.set_exception(InternalError(f"the arguments cannot be sent to a worker process: {exc}"))
-            return future
-        self._count += 1
-        self._queue.append(_Pending(call_id, call, frame, future))
-        self._dispatch_later()
+            raise InternalError(f"function {key!r} is not in the modules of the local executor")
+        future, pending = self._admit(call, lambda call_id: framing.call_frame(call_id, key, call.kwargs,
+                                                                             call.expires_at))  # fmt: skip
+        if pending is not None:
+            self._enqueue(pending)
         return future
 
     async def stop(self, grace: float) -> None:
@@ -182,9 +152,7 @@ class LocalExecutor(Executor):
         if self._state in ("stopping", "stopped"):
             return
         self._state = "stopping"
-        if self._count:
-            self._idle = asyncio.get_running_loop().create_future()
-            await asyncio.wait([self._idle], timeout=grace)
+        await self._drain(grace)
         for lane in self._lanes.values():  # forget the lanes too: a late reply must not look like a stray one
             if lane.timer is not None:
                 lane.timer.cancel()
@@ -244,11 +212,6 @@ class LocalExecutor(Executor):
 
     # Dispatch, timeouts, settling.
 
-    def _dispatch_later(self) -> None:
-        if not self._dispatch_soon:
-            self._dispatch_soon = True
-            self._loop.call_soon(self._dispatch)
-
     def _dispatch(self) -> None:
         self._dispatch_soon = False
         queue, now, touched = self._queue, time.monotonic(), []
@@ -264,7 +227,7 @@ class LocalExecutor(Executor):
                 self._arm(lane, now)
             if not lane.outbox:
                 touched.append(lane)
-            lane.outbox.append(pending.frame)
+            lane.outbox.append(pending.body)
         for lane in touched:
             lane.worker.send(b"".join(lane.outbox))
             lane.outbox.clear()
@@ -282,6 +245,7 @@ class LocalExecutor(Executor):
 
     def _arm(self, lane: _Lane, now: float) -> None:
         """Start the head call's clock; the lane's one timer moves only when it would fire too late."""
+        assert self._loop is not None  # started
         lane.head_deadline = now + lane.outstanding[0].call.timeout
         if lane.head_deadline < lane.timer_at:
             if lane.timer is not None:
@@ -290,6 +254,7 @@ class LocalExecutor(Executor):
             lane.timer = self._loop.call_later(lane.head_deadline - now, self._check_deadline, lane)
 
     def _check_deadline(self, lane: _Lane) -> None:
+        assert self._loop is not None  # started
         lane.timer, lane.timer_at = None, math.inf
         if self._lanes.get(lane.worker) is not lane or not lane.outstanding:
             return
@@ -316,8 +281,3 @@ class LocalExecutor(Executor):
         if self._queue:
             self._dispatch_later()
 
-    def _finish(self, pending: _Pending, outcome: bytes | WireError) -> None:
-        self._count -= 1
-        settle(pending.future, outcome)
-        if self._count == 0 and self._idle is not None and not self._idle.done():
-            self._idle.set_result(None)

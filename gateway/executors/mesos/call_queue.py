@@ -1,7 +1,8 @@
-"""Calls waiting for a Mesos executor, and how they are handed to one: queue, dispatch, settling.
+"""Calls waiting for a Mesos executor, and how they are handed to one: dispatch and losses.
 
-Like the local executor, calls submitted in one event-loop turn go out together
-at the end of the turn, one write per executor. Each executor holds at most its
+Admission, batching and settling are the shared :mod:`gateway.executors.call_queue`'s, as
+for the local executor: calls submitted in one event-loop turn go out together at the end of
+the turn, one write per executor. Each executor holds at most its
 ``capacity`` (workers × the local pipeline depth), the least loaded first, ties
 taken in turn so every executor gets calls; its own local executor picks the
 worker and enforces each call's timeout (killing a stuck worker), so replies are
@@ -20,11 +21,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
-from dataclasses import dataclass
 
-from gateway.errors import Overloaded, Unavailable, WireError
-from gateway.executors.base import Call, next_live, settle
+from gateway.errors import Unavailable
+from gateway.executors.base import Call, next_live
+from gateway.executors.call_queue import CallQueue, Pending
 from gateway.executors.local.executor import PIPELINE
 from gateway.executors.mesos import wire
 from gateway.executors.mesos.channel import ExecutorLink
@@ -33,43 +33,15 @@ from gateway.executors.mesos.counters import MesosCounters
 log = logging.getLogger(__name__)
 
 
-@dataclass(slots=True)
-class Pending:
-    """One call from submit to its reply."""
-
-    call_id: int
-    call: Call
-    pickled: bytes
-    future: asyncio.Future[bytes]
-    queued_at: float
-    attempts: int = 1  # executors it was given to after a loss, counting the first
-
-
-class CallQueue:
+class MesosCallQueue(CallQueue):
     """Calls queued for and sent to the executors' links, and their dispatch (see the module docstring)."""
 
     def __init__(self, max_queue: int, retry_budget: int, counters: MesosCounters | None = None) -> None:
+        super().__init__(max_queue, "on Mesos executors")
         self.counters = counters if counters is not None else MesosCounters()  # calls rerun and lost
-        self._max_queue = max_queue
         self._retry_budget = retry_budget
         self._links: dict[str, ExecutorLink] = {}
-        self._queue: deque[Pending] = deque()
-        self._count = 0  # calls queued or sent, not finished
-        self._next_id = 1
         self._turn = 0  # where the next dispatch starts looking, so ties rotate
-        self._dispatch_soon = False
-        self._idle: asyncio.Future[None] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    @property
-    def in_flight(self) -> int:
-        """Calls queued or sent to an executor, not finished."""
-        return self._count
-
-    @property
-    def queued(self) -> int:
-        """Calls waiting here for an executor."""
-        return len(self._queue)
 
     def waiting(self) -> int:
         """Calls waiting for a worker: queued here, or sent beyond an executor's workers."""
@@ -85,38 +57,15 @@ class CallQueue:
 
     def submit(self, call: Call, key: str) -> asyncio.Future[bytes]:
         """Queue ``call`` for this turn's dispatch; ``Overloaded`` at once when the queue is full."""
-        assert self._loop is not None
-        if self._count >= self._max_queue:
-            raise Overloaded(
-                f"{self._count} calls are queued or running on Mesos executors, the limit is {self._max_queue}"
-            )
-        future: asyncio.Future[bytes] = self._loop.create_future()
-        pending = self._pending(call, key, future)
-        if pending is None:
-            return future
-        self._queue.append(pending)
-        if not self._dispatch_soon:
-            self._dispatch_soon = True
-            self._loop.call_soon(self._dispatch)
+        future, pending = self._admit(call, lambda _: wire.pickle_call(key, call.kwargs))
+        if pending is not None:
+            self._enqueue(pending)
         return future
 
     def submit_to(self, link: ExecutorLink, call: Call, key: str) -> asyncio.Future[bytes]:
         """Keep ``call`` for ``link``'s dedicated executor: sent when it connects, never to another."""
-        assert self._loop is not None
-        future: asyncio.Future[bytes] = self._loop.create_future()
-        link.reserved = self._pending(call, key, future)
+        future, link.reserved = self._admit(call, lambda _: wire.pickle_call(key, call.kwargs))
         return future
-
-    def _pending(self, call: Call, key: str, future: asyncio.Future[bytes]) -> Pending | None:
-        """A numbered, counted :class:`Pending` for ``call``; ``None`` (and ``future`` failed) if it cannot be sent."""
-        try:
-            pickled = wire.pickle_call(key, call.kwargs)
-        except Exception as exc:  # an argument pickle refuses: the function's types, not the device, are at fault
-            future.set_exception(Unavailable(f"the arguments cannot be sent to a Mesos executor: {exc}"))
-            return None
-        call_id, self._next_id = self._next_id, self._next_id + 1
-        self._count += 1
-        return Pending(call_id, call, pickled, future, time.monotonic())
 
     def take_queued(self) -> list[Pending]:
         """Hand over every call waiting for an executor (the owner runs or answers them elsewhere)."""
@@ -161,7 +110,7 @@ class CallQueue:
     def _send(self, link: ExecutorLink, pending: Pending, now: float) -> None:
         expires_at = pending.call.expires_at
         left = None if expires_at is None else expires_at - now
-        link.outbox.append(wire.call_frame(pending.call_id, pending.call.timeout, left, pending.pickled))
+        link.outbox.append(wire.call_frame(pending.call_id, pending.call.timeout, left, pending.body))
         link.outstanding[pending.call_id] = pending
         link.last_busy = now
         link.sent += 1
@@ -194,16 +143,8 @@ class CallQueue:
                 "%d calls of idempotent functions on executor %s go to another executor: %s",
                 len(again), link.executor_id, why,
             )  # fmt: skip
-            if not self._dispatch_soon and self._loop is not None:
-                self._dispatch_soon = True
-                self._loop.call_soon(self._dispatch)
+            self._dispatch_later()
         failed = len(calls) - len(again)
         if failed and prefix:
             self.counters.calls_lost += failed
             log.error("%d calls on executor %s answered unavailable: %s", failed, link.executor_id, why)
-
-    def _finish(self, pending: Pending, outcome: bytes | WireError) -> None:
-        self._count -= 1
-        settle(pending.future, outcome)
-        if self._count == 0 and self._idle is not None and not self._idle.done():
-            self._idle.set_result(None)

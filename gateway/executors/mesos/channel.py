@@ -27,7 +27,7 @@ from gateway.executors import framing
 from gateway.executors.mesos import wire
 
 if TYPE_CHECKING:
-    from gateway.executors.mesos.call_queue import Pending
+    from gateway.executors.call_queue import Pending
 
 log = logging.getLogger(__name__)
 

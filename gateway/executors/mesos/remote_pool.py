@@ -5,7 +5,7 @@ executor, and removed when Mesos reports its task gone; in between, the channel
 reports its connections, frames and breaks (this class is the channel's
 :class:`~gateway.executors.mesos.channel.ChannelListener`). Queueing and
 dispatching the calls is the job of the
-:class:`~gateway.executors.mesos.call_queue.CallQueue` this class extends.
+:class:`~gateway.executors.mesos.call_queue.MesosCallQueue` this class extends.
 
 Delivery: the executor acknowledges every read. When a connection breaks, the
 calls stay with their executor for ``reconnect_grace`` seconds; if it
@@ -32,16 +32,14 @@ from gateway.executors import framing
 from gateway.executors.framing import ReplyKind
 from gateway.executors.local.executor import PIPELINE
 from gateway.executors.mesos import wire
-from gateway.executors.mesos.call_queue import CallQueue, Pending
+from gateway.executors.mesos.call_queue import MesosCallQueue
 from gateway.executors.mesos.channel import ChannelConnection, ExecutorLink
 from gateway.executors.mesos.counters import MesosCounters
-
-__all__ = ["Pending", "RemotePool"]  # Pending was defined here before the call queue had a module of its own
 
 log = logging.getLogger(__name__)
 
 
-class RemotePool(CallQueue):
+class RemotePool(MesosCallQueue):
     """The executors' links and the calls queued for and sent to them (see the module docstring)."""
 
     def __init__(
@@ -239,9 +237,7 @@ class RemotePool(CallQueue):
 
     async def stop(self, grace: float) -> None:
         """Let calls finish for up to ``grace`` seconds, then answer the rest ``unavailable``."""
-        if self._count and grace > 0:
-            self._idle = asyncio.get_running_loop().create_future()
-            await asyncio.wait([self._idle], timeout=grace)
+        await self._drain(grace)
         while self._queue:
             self._finish(self._queue.popleft(), Unavailable("the gateway stopped before the call finished"))
         for link in self._links.values():
