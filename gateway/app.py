@@ -49,6 +49,7 @@ def build_executors(
     ``reimport``: worker processes import the function modules afresh (after a reload).
     ``on_fatal`` is told when an executor can no longer run calls at all (the gateway then exits non-zero).
     """
+    warn_mesos_only_options(registry, settings.executor)
     needed = {settings.executor}
     needed.update(spec.executor for spec in registry.specs if spec.executor != "default")
     executors: dict[str, Executor] = {}
@@ -66,6 +67,24 @@ def build_executors(
 
         executors["mesos"] = MesosExecutor(settings, on_fatal)
     return executors
+
+
+def warn_mesos_only_options(registry: Registry, default_executor: str) -> None:
+    """Log one warning per function that sets ``isolated``, ``cpus`` or ``mem`` but does not run on Mesos.
+
+    Not refused: running the Mesos test functions under the local executor, to
+    compare their replies, must keep working.
+    """
+    for spec in registry.specs:
+        executor = default_executor if spec.executor == "default" else spec.executor
+        given = spec.options.mesos_only()
+        if given and executor != "mesos":
+            log.warning(
+                "function %s sets %s, which only the mesos executor honours (it runs on %s)",
+                spec.key,
+                ", ".join(given),
+                executor,
+            )
 
 
 class Gateway:

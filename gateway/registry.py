@@ -1,4 +1,4 @@
-"""Routers, function specs and their argument models.
+"""Routers, function specs, their options and their argument models.
 
 A function module owns a :class:`Router` and registers functions on it with
 ``@router.function("devices/{device_id}/add")``. The argument model is built
@@ -14,15 +14,60 @@ import inspect
 import typing
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypedDict, Unpack
+from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
 
 import pydantic
 
 from gateway.errors import InvalidArguments, RegistryError
 from gateway.topics import TopicTemplate, filters_overlap
 
-ExecutorName = Literal["default", "inline", "local"]
-_EXECUTORS = ("default", "inline", "local")
+ExecutorName = Literal["default", "inline", "local", "mesos"]
+_EXECUTORS: tuple[ExecutorName, ...] = typing.get_args(ExecutorName)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class FunctionOptions:
+    """The options of :meth:`Router.function`, checked once when they are made.
+
+    The one place an option is declared: the decorator takes exactly these
+    keyword arguments, and :class:`FunctionSpec` carries them. A bad value
+    raises :class:`RegistryError` saying what is wrong (the decorator adds
+    which function).
+    """
+
+    executor: ExecutorName = "default"  # "default": the gateway's executor
+    publish: str | None = None  # where an event's result goes (a template using the topic's parameters)
+    timeout: float | None = None  # seconds (None: the gateway's call_timeout)
+    # Safe to run twice: rerun after a crash instead of answered ``unavailable``.
+    idempotent: bool = False
+    max_age: float | None = None  # seconds after arrival past which the call is answered timeout, not run
+    retries: int = 0  # reruns of a failed call (idempotent functions only), with backoff
+    concurrency: int | None = None  # calls running at a time; more are answered overloaded
+    # mesos executor only: one Mesos task per call, with these resources (None: the [mesos] cpus/mem).
+    isolated: bool = False
+    cpus: float | None = None
+    mem: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.executor not in _EXECUTORS:
+            raise RegistryError(f"executor must be one of {', '.join(_EXECUTORS)}, not {self.executor!r}")
+        if self.timeout is not None and self.timeout <= 0:
+            raise RegistryError(f"timeout must be positive, not {self.timeout!r}")
+        if self.max_age is not None and self.max_age <= 0:
+            raise RegistryError(f"max_age must be positive, not {self.max_age!r}")
+        if self.concurrency is not None and self.concurrency < 1:
+            raise RegistryError(f"concurrency must be at least 1, not {self.concurrency!r}")
+        if self.retries < 0 or (self.retries and not self.idempotent):
+            raise RegistryError("retries must be >= 0, and only an idempotent function is retried")
+        if (self.cpus is not None or self.mem is not None) and not self.isolated:
+            raise RegistryError("cpus and mem are the resources of an isolated function's task")
+        if (self.cpus is not None and self.cpus <= 0) or (self.mem is not None and self.mem < 32):
+            raise RegistryError("cpus must be positive and mem at least 32 (MB)")
+
+    def mesos_only(self) -> list[str]:
+        """The options set here that only the mesos executor honours."""
+        given = {"isolated": self.isolated, "cpus": self.cpus is not None, "mem": self.mem is not None}
+        return [name for name, is_set in given.items() if is_set]
 
 
 @dataclass(frozen=True)
@@ -35,34 +80,55 @@ class FunctionSpec:
     model: type[pydantic.BaseModel]
     topic_adapters: Mapping[str, pydantic.TypeAdapter[Any]]
     is_async: bool
-    executor: ExecutorName = "default"
-    publish: TopicTemplate | None = None
-    timeout: float | None = None
+    options: FunctionOptions
+    publish: TopicTemplate | None = None  # options.publish, parsed
     description: str = ""
-    # Safe to run twice: rerun after a crash instead of answered ``unavailable``.
-    idempotent: bool = False
-    max_age: float | None = None  # seconds after arrival past which the call is answered timeout, not run
-    retries: int = 0  # reruns of a failed call (idempotent functions only), with backoff
-    concurrency: int | None = None  # calls running at a time; more are answered overloaded
-    # mesos executor only: one Mesos task per call, with these resources (None: the [mesos] cpus/mem).
-    isolated: bool = False
-    cpus: float | None = None
-    mem: float | None = None
 
-    def options(self) -> FunctionOptions:
-        """The decorator options this spec was built with, as :func:`build_spec` takes them."""
-        return {
-            "executor": self.executor,
-            "publish": self.publish.template if self.publish else None,
-            "timeout": self.timeout,
-            "idempotent": self.idempotent,
-            "max_age": self.max_age,
-            "retries": self.retries,
-            "concurrency": self.concurrency,
-            "isolated": self.isolated,
-            "cpus": self.cpus,
-            "mem": self.mem,
-        }
+    # Each option read straight off the spec, as the dispatcher and executors do.
+    @property
+    def executor(self) -> ExecutorName:
+        """:attr:`FunctionOptions.executor`."""
+        return self.options.executor
+
+    @property
+    def timeout(self) -> float | None:
+        """:attr:`FunctionOptions.timeout`."""
+        return self.options.timeout
+
+    @property
+    def idempotent(self) -> bool:
+        """:attr:`FunctionOptions.idempotent`."""
+        return self.options.idempotent
+
+    @property
+    def max_age(self) -> float | None:
+        """:attr:`FunctionOptions.max_age`."""
+        return self.options.max_age
+
+    @property
+    def retries(self) -> int:
+        """:attr:`FunctionOptions.retries`."""
+        return self.options.retries
+
+    @property
+    def concurrency(self) -> int | None:
+        """:attr:`FunctionOptions.concurrency`."""
+        return self.options.concurrency
+
+    @property
+    def isolated(self) -> bool:
+        """:attr:`FunctionOptions.isolated`."""
+        return self.options.isolated
+
+    @property
+    def cpus(self) -> float | None:
+        """:attr:`FunctionOptions.cpus`."""
+        return self.options.cpus
+
+    @property
+    def mem(self) -> float | None:
+        """:attr:`FunctionOptions.mem`."""
+        return self.options.mem
 
     @property
     def key(self) -> str:
@@ -159,57 +225,50 @@ def _details(exc: pydantic.ValidationError, prefix: list[Any] | None = None) -> 
     return out
 
 
-class FunctionOptions(TypedDict, total=False):
-    """The options of :meth:`Router.function`, as :func:`build_spec` takes them (its defaults apply)."""
-
-    executor: ExecutorName
-    publish: str | None
-    timeout: float | None
-    idempotent: bool
-    max_age: float | None
-    retries: int
-    concurrency: int | None
-    isolated: bool
-    cpus: float | None
-    mem: float | None
-
-
 class _ArgumentsBase(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid", arbitrary_types_allowed=False)
 
 
-def build_spec(
-    func: Callable[..., Any],
-    template: str,
-    *,
-    executor: ExecutorName = "default",
-    publish: str | None = None,
-    timeout: float | None = None,
-    idempotent: bool = False,
-    max_age: float | None = None,
-    retries: int = 0,
-    concurrency: int | None = None,
-    isolated: bool = False,
-    cpus: float | None = None,
-    mem: float | None = None,
-) -> FunctionSpec:
-    """Build a :class:`FunctionSpec` or raise :class:`RegistryError` naming the problem."""
-    where = f"{getattr(func, '__module__', '?')}.{getattr(func, '__qualname__', func)!s}"
+def _where(func: Callable[..., Any]) -> str:
+    """``module.qualname`` of a function being registered, for error messages."""
+    return f"{getattr(func, '__module__', '?')}.{getattr(func, '__qualname__', func)!s}"
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+_First = TypeVar("_First")
+
+
+def _options_of(
+    options: Callable[_P, FunctionOptions],
+) -> Callable[[Callable[Concatenate[_First, str, ...], _R]], Callable[Concatenate[_First, str, _P], _R]]:
+    """Type a function's ``**options`` as exactly the keyword arguments ``options`` takes.
+
+    So :class:`FunctionOptions` stays the only place an option is declared, and
+    mypy still refuses an unknown option or a wrong type at the decorator.
+    """
+
+    def typed(method: Callable[Concatenate[_First, str, ...], _R]) -> Callable[Concatenate[_First, str, _P], _R]:
+        return method
+
+    return typed
+
+
+@_options_of(FunctionOptions)
+def build_spec(func: Callable[..., Any], template: str, **options: Any) -> FunctionSpec:
+    """Build a :class:`FunctionSpec` (``options`` as :meth:`Router.function` takes them) or raise
+    :class:`RegistryError` naming the function and the problem."""
+    try:
+        checked = FunctionOptions(**options)
+    except RegistryError as exc:
+        raise RegistryError(f"{_where(func)}: {exc}") from None
+    return _build(func, template, checked)
+
+
+def _build(func: Callable[..., Any], template: str, options: FunctionOptions) -> FunctionSpec:
+    """The spec of ``func`` at ``template``, its options already checked."""
+    where = _where(func)
     compiled = TopicTemplate.parse(template)
-    if executor not in _EXECUTORS:
-        raise RegistryError(f"{where}: executor must be one of {', '.join(_EXECUTORS)}, not {executor!r}")
-    if timeout is not None and timeout <= 0:
-        raise RegistryError(f"{where}: timeout must be positive, not {timeout!r}")
-    if max_age is not None and max_age <= 0:
-        raise RegistryError(f"{where}: max_age must be positive, not {max_age!r}")
-    if concurrency is not None and concurrency < 1:
-        raise RegistryError(f"{where}: concurrency must be at least 1, not {concurrency!r}")
-    if retries < 0 or (retries and not idempotent):
-        raise RegistryError(f"{where}: retries must be >= 0, and only an idempotent function is retried")
-    if (cpus is not None or mem is not None) and not isolated:
-        raise RegistryError(f"{where}: cpus and mem are the resources of an isolated function's task")
-    if (cpus is not None and cpus <= 0) or (mem is not None and mem < 32):
-        raise RegistryError(f"{where}: cpus must be positive and mem at least 32 (MB)")
     try:
         hints = typing.get_type_hints(func)
     except Exception as exc:
@@ -231,6 +290,7 @@ def build_spec(
         adapters = {name: pydantic.TypeAdapter(fields[name][0]) for name in compiled.params if name in fields}
     except (pydantic.PydanticSchemaGenerationError, pydantic.PydanticUserError, TypeError) as exc:
         raise RegistryError(f"{where}: unsupported argument type: {exc}") from None
+    publish = options.publish
     publish_template = TopicTemplate.parse(publish) if publish else None
     if publish_template is not None:
         missing = set(publish_template.params) - set(compiled.params)
@@ -245,17 +305,9 @@ def build_spec(
         model=model,
         topic_adapters=adapters,
         is_async=inspect.iscoroutinefunction(func),
-        executor=executor,
+        options=options,
         publish=publish_template,
-        timeout=timeout,
         description=(inspect.getdoc(func) or "").split("\n", 1)[0],
-        idempotent=idempotent,
-        max_age=max_age,
-        retries=retries,
-        concurrency=concurrency,
-        isolated=isolated,
-        cpus=cpus,
-        mem=mem,
     )
 
 
@@ -266,13 +318,12 @@ class Router:
     prefix: str = ""
     specs: list[FunctionSpec] = field(default_factory=list)
 
-    def function(
-        self, template: str, **options: Unpack[FunctionOptions]
-    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    @_options_of(FunctionOptions)
+    def function(self, template: str, **options: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         """Register the decorated function at ``template`` (relative to the router's prefix).
 
         Options (all optional, see :class:`FunctionOptions`): ``executor`` ("default": the
-        gateway's, "inline" or "local"); ``publish``: where an event's result goes;
+        gateway's, "inline", "local" or "mesos"); ``publish``: where an event's result goes;
         ``timeout`` seconds. ``idempotent=True`` says running it twice does no harm: a call
         interrupted by a crash is run again after the restart (otherwise it is answered
         ``unavailable``), and a failed call is retried ``retries`` times with backoff.
@@ -284,8 +335,7 @@ class Router:
         """
 
         def register(func: Callable[..., Any]) -> Callable[..., Any]:
-            spec = build_spec(func, _join(self.prefix, template), **options)
-            self.specs.append(spec)
+            self.specs.append(build_spec(func, _join(self.prefix, template), **options))
             return func
 
         return register
@@ -294,7 +344,7 @@ class Router:
         """Add every function of ``other`` under this router's prefix."""
         for spec in other.specs:
             if self.prefix:
-                spec = build_spec(spec.func, _join(self.prefix, spec.template.template), **spec.options())
+                spec = _build(spec.func, _join(self.prefix, spec.template.template), spec.options)
             self.specs.append(spec)
 
 
@@ -353,10 +403,6 @@ class Registry:  # frozen but not slotted: the indexes below are cached properti
     @functools.cached_property
     def _with_path(self) -> tuple[FunctionSpec, ...]:
         return tuple(spec for spec in self.specs if spec.template.has_path)
-
-    def by_key(self) -> dict[str, FunctionSpec]:
-        """Specs indexed by their key (template)."""
-        return {spec.key: spec for spec in self.specs}
 
 
 def routers_of(reference: str) -> list[FunctionSpec]:

@@ -23,7 +23,6 @@ _UNPUBLISHABLE = re.compile(
     + "".join(f"{chr(plane << 16 | 0xFFFE)}{chr(plane << 16 | 0xFFFF)}" for plane in range(17))
     + "]"
 )
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,22 +217,6 @@ def filter_covers(outer: str, inner: str) -> bool:
         if o != "+" and (i == "+" or i != o):
             return False
     return len(o_parts) == len(i_parts)
-
-
-def validate_filter(mqtt_filter: str) -> str:
-    """Check an MQTT filter given in the settings; return it or raise :class:`TemplateError`."""
-    parts = mqtt_filter.split("/")
-    for index, part in enumerate(parts):
-        if ("#" in part and (part != "#" or index != len(parts) - 1)) or ("+" in part and part != "+"):
-            raise TemplateError(f"invalid MQTT filter {mqtt_filter!r}")
-    if not mqtt_filter:
-        raise TemplateError("MQTT filter is empty")
-    return mqtt_filter
-
-
-def is_valid_param_name(name: str) -> bool:
-    """True for names usable as ``{name}`` parameters."""
-    return bool(_NAME.match(name))
 
 
 def shared_filter(mqtt_filter: str, group: str | None) -> str:

@@ -19,6 +19,8 @@ import pickle
 import struct
 from typing import Any
 
+from gateway.errors import RoostError
+
 _LENGTH = struct.Struct("!I")
 _CALL = struct.Struct("!IQ")  # length, call id
 _CALL_ID = struct.Struct("!Q")
@@ -35,7 +37,7 @@ class ReplyKind(enum.IntEnum):
     READY = 2  # the worker loaded its modules (call id 0, no payload)
 
 
-class FrameError(Exception):
+class FrameError(RoostError):
     """The byte stream is not a valid sequence of frames (a bug or a corrupted worker)."""
 
 

@@ -119,7 +119,7 @@ def test_include_router_keeps_every_option() -> None:
     outer = Router(prefix="devices")
     outer.include_router(inner)
     [spec] = outer.specs
-    assert spec.options() == inner.specs[0].options()
+    assert spec.options == inner.specs[0].options
     assert (spec.timeout, spec.idempotent, spec.retries, spec.max_age, spec.concurrency) == (2.0, True, 3, 5.0, 4)
     assert spec.publish is not None and spec.publish.template == "out/{device_id}"
 

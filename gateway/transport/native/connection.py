@@ -124,11 +124,6 @@ class Connection(asyncio.Protocol):
         out.clear()
         self.last_tx = time.monotonic()
 
-    @property
-    def is_open(self) -> bool:
-        """Whether bytes can still be written."""
-        return self._transport is not None and not self._transport.is_closing()
-
     def close(self) -> None:
         """Flush, then close after the transport's buffer is written."""
         self.flush()
