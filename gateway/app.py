@@ -51,7 +51,7 @@ def build_executors(
     """
     warn_mesos_only_options(registry, settings.executor)
     needed = {settings.executor}
-    needed.update(spec.executor for spec in registry.specs if spec.executor != "default")
+    needed.update(spec.options.executor for spec in registry.specs if spec.options.executor != "default")
     executors: dict[str, Executor] = {}
     limits = settings.limits
     if "inline" in needed:
@@ -76,7 +76,7 @@ def warn_mesos_only_options(registry: Registry, default_executor: str) -> None:
     compare their replies, must keep working.
     """
     for spec in registry.specs:
-        executor = default_executor if spec.executor == "default" else spec.executor
+        executor = default_executor if spec.options.executor == "default" else spec.options.executor
         given = spec.options.mesos_only()
         if given and executor != "mesos":
             log.warning(

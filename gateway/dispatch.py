@@ -142,7 +142,7 @@ class Dispatcher:
 
     def executor_for(self, spec: FunctionSpec) -> Executor:
         """The executor that runs ``spec``."""
-        return self._executors[self._default if spec.executor == "default" else spec.executor]
+        return self._executors[self._default if spec.options.executor == "default" else spec.options.executor]
 
     def handle(self, message: InboundMessage) -> None:
         """Handle one inbound message; never raises."""
@@ -276,7 +276,7 @@ class Dispatcher:
         spec = request.spec
         if spec is None:
             return NotFound(f"no function is registered at {topic!r}")
-        if request.started and not spec.idempotent:
+        if request.started and not spec.options.idempotent:
             # It may have run before the gateway stopped: at most once beats a double effect.
             return Unavailable("the gateway restarted while this call was pending; it was not run again")
         request.expires_at = retry.deadline(spec, message.received_at, message.message_expiry)
@@ -290,7 +290,7 @@ class Dispatcher:
     def _invoke(self, request: Request) -> None:
         spec = request.spec
         assert spec is not None
-        timeout = spec.timeout or self._options.call_timeout
+        timeout = spec.options.timeout or self._options.call_timeout
         if request.expires_at is not None:
             timeout = min(timeout, request.expires_at - time.monotonic())
         try:
@@ -317,14 +317,14 @@ class Dispatcher:
         # In order of arrival; a non-idempotent call is recorded as started first (at most once).
         try:
             request.queue.start_in_order(request.seq, functools.partial(self._start, request, call, executor),
-                                         record=not call.spec.idempotent)  # fmt: skip
+                                         record=not call.spec.options.idempotent)  # fmt: skip
         except WireError as exc:
             self._device_leave(request.device)
             self._fail(request, exc)
 
     def _start(self, request: Request, call: Call, executor: Executor) -> None:
         spec = call.spec
-        if spec.concurrency is not None:
+        if spec.options.concurrency is not None:
             try:
                 self._concurrency.enter(spec)
             except WireError as exc:
@@ -476,7 +476,7 @@ class Dispatcher:
         """Publish the outcome of a call (runs as a future callback on the loop)."""
         spec, params, topic, reply = request.spec, request.params, request.topic, request.reply
         assert spec is not None
-        if spec.concurrency is not None:
+        if spec.options.concurrency is not None:
             self._concurrency.leave(spec)
         if request.device is not None:
             self._device_leave(request.device)

@@ -137,7 +137,7 @@ class Concurrency:
 
     def enter(self, spec: FunctionSpec) -> None:
         """Count a call of ``spec`` as running, or raise :class:`Overloaded` when it is at its limit."""
-        limit = spec.concurrency
+        limit = spec.options.concurrency
         if limit is None:
             return
         running = self._running.get(spec.key, 0)
@@ -147,7 +147,7 @@ class Concurrency:
 
     def leave(self, spec: FunctionSpec) -> None:
         """A call of ``spec`` counted by :meth:`enter` has finished."""
-        if spec.concurrency is not None:
+        if spec.options.concurrency is not None:
             self._running[spec.key] = max(self._running.get(spec.key, 1) - 1, 0)
 
 

@@ -84,52 +84,6 @@ class FunctionSpec:
     publish: TopicTemplate | None = None  # options.publish, parsed
     description: str = ""
 
-    # Each option read straight off the spec, as the dispatcher and executors do.
-    @property
-    def executor(self) -> ExecutorName:
-        """:attr:`FunctionOptions.executor`."""
-        return self.options.executor
-
-    @property
-    def timeout(self) -> float | None:
-        """:attr:`FunctionOptions.timeout`."""
-        return self.options.timeout
-
-    @property
-    def idempotent(self) -> bool:
-        """:attr:`FunctionOptions.idempotent`."""
-        return self.options.idempotent
-
-    @property
-    def max_age(self) -> float | None:
-        """:attr:`FunctionOptions.max_age`."""
-        return self.options.max_age
-
-    @property
-    def retries(self) -> int:
-        """:attr:`FunctionOptions.retries`."""
-        return self.options.retries
-
-    @property
-    def concurrency(self) -> int | None:
-        """:attr:`FunctionOptions.concurrency`."""
-        return self.options.concurrency
-
-    @property
-    def isolated(self) -> bool:
-        """:attr:`FunctionOptions.isolated`."""
-        return self.options.isolated
-
-    @property
-    def cpus(self) -> float | None:
-        """:attr:`FunctionOptions.cpus`."""
-        return self.options.cpus
-
-    @property
-    def mem(self) -> float | None:
-        """:attr:`FunctionOptions.mem`."""
-        return self.options.mem
-
     @property
     def key(self) -> str:
         """The stable identity of the function: its topic template."""

@@ -36,8 +36,8 @@ def deadline(spec: FunctionSpec, received_at: float, message_expiry: int | None)
     candidates = []
     if message_expiry is not None:
         candidates.append(received_at + message_expiry)
-    if spec.max_age is not None:
-        candidates.append(received_at + spec.max_age)
+    if spec.options.max_age is not None:
+        candidates.append(received_at + spec.options.max_age)
     return min(candidates) if candidates else None
 
 
@@ -47,7 +47,7 @@ def backoff(attempt: int) -> float:
 
 
 def submit_with_retries(executor: Executor, call: Call) -> asyncio.Future[bytes]:
-    """Submit ``call``; on a retryable failure submit it again after a backoff, ``spec.retries`` times at most.
+    """Submit ``call``; on a retryable failure submit it again after a backoff, ``spec.options.retries`` times at most.
 
     The returned future carries the first success or the last failure. A retry
     that would start past the call's deadline is not made. ``Overloaded`` from
@@ -55,7 +55,7 @@ def submit_with_retries(executor: Executor, call: Call) -> asyncio.Future[bytes]
     """
     spec = call.spec
     first = executor.submit(call)
-    if spec.retries == 0 or not spec.idempotent:
+    if spec.options.retries == 0 or not spec.options.idempotent:
         return first
     loop = asyncio.get_running_loop()
     outcome: asyncio.Future[bytes] = loop.create_future()
@@ -72,10 +72,11 @@ def submit_with_retries(executor: Executor, call: Call) -> asyncio.Future[bytes]
             return
         delay = backoff(attempt + 1)
         late = call.expires_at is not None and time.monotonic() + delay >= call.expires_at
-        if attempt >= spec.retries or late or not isinstance(error, WireError) or error.code not in RETRYABLE:
+        if attempt >= spec.options.retries or late or not isinstance(error, WireError) or error.code not in RETRYABLE:
             outcome.set_exception(error)
             return
-        log.info("%s failed (%s), retry %d of %d in %.2f s", spec.key, error.code, attempt + 1, spec.retries, delay)
+        retries = spec.options.retries
+        log.info("%s failed (%s), retry %d of %d in %.2f s", spec.key, error.code, attempt + 1, retries, delay)
         loop.call_later(delay, again, attempt + 1)
 
     def again(attempt: int) -> None:

@@ -15,7 +15,7 @@ def print_functions(settings: Settings, registry: Registry) -> None:
     for column in ("topic template", "MQTT filter", "arguments", "executor", "function"):
         table.add_column(column)
     for spec in registry.specs:
-        executor = settings.executor if spec.executor == "default" else spec.executor
+        executor = settings.executor if spec.options.executor == "default" else spec.options.executor
         extra = f" → {spec.publish.template}" if spec.publish else ""
         table.add_row(spec.key, spec.template.mqtt_filter, spec.schema_summary(), executor, spec.name + extra)
     Console(width=160).print(table)

@@ -114,7 +114,7 @@ class FunctionReloader:
             old_registry, added = gateway.switch_functions(registry, executors)
             gateway.reloads.count("reloaded")
             log.info("reloaded: %d functions, %d new topic filters", len(registry.specs), len(added))
-            grace = max([gateway.settings.limits.call_timeout, *(s.timeout or 0 for s in old_registry.specs)])
+            grace = max([gateway.settings.limits.call_timeout, *(s.options.timeout or 0 for s in old_registry.specs)])
             task = asyncio.get_running_loop().create_task(self._retire(old_executors, grace + 1.0))
             self._retiring.add(task)
             task.add_done_callback(self._retiring.discard)

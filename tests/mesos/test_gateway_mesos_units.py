@@ -113,7 +113,7 @@ def test_only_isolated_functions_take_resources() -> None:
         """Heavy."""
 
     (spec,) = router.specs
-    assert (spec.isolated, spec.cpus, spec.mem) == (True, 2.0, 512)
+    assert (spec.options.isolated, spec.options.cpus, spec.options.mem) == (True, 2.0, 512)
     with pytest.raises(RegistryError, match="resources of an isolated function"):
         router.function("devices/{device_id}/light", cpus=1.0)(heavy)
     with pytest.raises(RegistryError, match="mem at least 32"):

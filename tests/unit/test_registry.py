@@ -120,7 +120,9 @@ def test_include_router_keeps_every_option() -> None:
     outer.include_router(inner)
     [spec] = outer.specs
     assert spec.options == inner.specs[0].options
-    assert (spec.timeout, spec.idempotent, spec.retries, spec.max_age, spec.concurrency) == (2.0, True, 3, 5.0, 4)
+    options = spec.options
+    assert (options.timeout, options.idempotent, options.retries) == (2.0, True, 3)
+    assert (options.max_age, options.concurrency) == (5.0, 4)
     assert spec.publish is not None and spec.publish.template == "out/{device_id}"
 
 

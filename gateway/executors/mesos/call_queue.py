@@ -126,7 +126,7 @@ class MesosCallQueue(CallQueue):
             expires_at = pending.call.expires_at
             if (
                 retry
-                and pending.call.spec.idempotent
+                and pending.call.spec.options.idempotent
                 and pending.attempts <= self._retry_budget
                 and now - pending.queued_at < pending.call.timeout
                 and (expires_at is None or now < expires_at)

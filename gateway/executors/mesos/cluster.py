@@ -165,7 +165,7 @@ class MesosExecutor(Executor):
             future = self._loop.create_future()
             future.set_exception(Unavailable("the Mesos cluster is unreachable: no executor is connected"))
             return future
-        if call.spec.isolated:
+        if call.spec.options.isolated:
             return self._placement.isolated.submit(call, key)
         return self._pool.submit(call, key)
 

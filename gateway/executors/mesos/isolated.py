@@ -82,8 +82,8 @@ class IsolatedTasks:
         """Ask for a task for ``call``; its future is answered as the module docstring says."""
         spec = call.spec
         task = IsolatedTask(
-            self._new_task_id(), secrets.token_urlsafe(24), spec.cpus or self._settings.cpus,
-            spec.mem or self._settings.mem,
+            self._new_task_id(), secrets.token_urlsafe(24), spec.options.cpus or self._settings.cpus,
+            spec.options.mem or self._settings.mem,
         )  # fmt: skip
         self.tasks[task.ident] = task
         link = self._pool.add_link(task.ident, task.token, "", dedicated=True)
