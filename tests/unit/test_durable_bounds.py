@@ -268,6 +268,9 @@ async def test_long_correlation_data_is_refused_and_neither_echoed_nor_kept(tmp_
     durable.stop()
 
 
+HEAVY = 30.0  # base seconds for the waits of the 12 MB test below
+
+
 @pytest.mark.parametrize("sync", ["normal", "full"])
 def test_the_file_shrinks_once_the_kept_replies_are_pruned(tmp_path: Path, sync: str) -> None:
     """On the loop (``normal``) and on the commit thread (``full``, where each request is also stored alone first)."""
@@ -281,14 +284,16 @@ def test_the_file_shrinks_once_the_kept_replies_are_pruned(tmp_path: Path, sync:
         for n in range(200):
             dispatcher.handle(request("devices/d1/add", {"a": n, "b": 1}, n.to_bytes(4, "big") * (15 * 1024)))
             await asyncio.sleep(0)
-        await until(lambda: len(transport.published) == 200, what="200 replies")
+        # 12 MB through sqlite, each reply stored then confirmed in commits of their own: a heavier wait than most
+        # (a stress run with two busy processes took over 10 s), so a base of 30 s on the suite's one scale.
+        await until(lambda: len(transport.published) == 200, HEAVY, "200 replies")
         assert [msgpack.unpackb(m.payload) for m in transport.published] == [{"result": n + 1} for n in range(200)]
-        await until(confirmed(path, 200), what="200 confirmed replies")
+        await until(confirmed(path, 200), HEAVY, "200 confirmed replies")
         grown = durable.store.size()
         assert grown > empty + 200 * 60 * 1024
-        await until(pruned(durable, lambda: durable.store.count() == 0), what="every row pruned")
+        await until(pruned(durable, lambda: durable.store.count() == 0), HEAVY, "every row pruned")
         wal = path.with_name(path.name + "-wal")
-        await until(pruned(durable, lambda: wal.stat().st_size == 0), what="the file to shrink and the WAL truncated")
+        await until(pruned(durable, lambda: wal.stat().st_size == 0), HEAVY, "the file to shrink and the WAL truncated")
         assert durable.store.size() < empty + 2 * 1024 * 1024
         print(f"{sync}: {empty / 1e6:.2f} MB → {grown / 1e6:.1f} MB → {durable.store.size() / 1e6:.2f} MB")
         durable.stop()
