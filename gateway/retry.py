@@ -43,7 +43,8 @@ def deadline(spec: FunctionSpec, received_at: float, message_expiry: int | None)
 
 def backoff(attempt: int) -> float:
     """Seconds to wait before retry number ``attempt`` (1 for the first)."""
-    return float(min(FIRST_BACKOFF * 2 ** (attempt - 1), MAX_BACKOFF))
+    # The exponent stops growing well past MAX_BACKOFF: 2.0 ** 1024 would overflow, and a float this large is not.
+    return float(min(FIRST_BACKOFF * 2.0 ** min(attempt - 1, 64), MAX_BACKOFF))
 
 
 def submit_with_retries(executor: Executor, call: Call) -> asyncio.Future[bytes]:
@@ -80,6 +81,8 @@ def submit_with_retries(executor: Executor, call: Call) -> asyncio.Future[bytes]
         loop.call_later(delay, again, attempt + 1)
 
     def again(attempt: int) -> None:
+        if outcome.done():  # cancelled while it waited: no further try
+            return
         try:
             future = executor.submit(dataclasses.replace(call))
         except WireError as exc:
