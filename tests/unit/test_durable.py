@@ -24,34 +24,13 @@ from gateway.dispatch import Dispatcher, DispatchOptions
 from gateway.durable.queue import DurableQueue
 from gateway.durable.store import DONE, REPLIED, STARTED, ReplyRow, RequestRow, RequestStore
 from gateway.executors.inline import InlineExecutor
-from gateway.registry import Registry, Router
+from gateway.registry import Registry
 from gateway.topics import TopicTemplate
 from gateway.transport.base import InboundMessage, OutboundMessage
 from gateway.transport.memory import MemoryTransport
 from tests.support.aio import synchronous
+from tests.support.durable_funcs import RUNS, router
 from tests.support.timeouts import scaled, until
-
-router = Router()
-RUNS: list[str] = []
-
-
-@router.function("devices/{device_id}/add", idempotent=True)
-def add(a: int, b: int) -> int:
-    RUNS.append("add")
-    return a + b
-
-
-@router.function("devices/{device_id}/charge")
-def charge(amount: int) -> int:
-    RUNS.append("charge")
-    return amount
-
-
-@router.function("devices/{device_id}/nap")
-async def nap(seconds: float) -> str:
-    RUNS.append("nap")
-    await asyncio.sleep(seconds)
-    return "rested"
 
 
 class UnconfirmedTransport(MemoryTransport):

@@ -30,39 +30,13 @@ from gateway.durable.store import DONE, RequestStore
 from gateway.errors import ConfigError
 from gateway.executors.inline import InlineExecutor
 from gateway.protocol import ReplyAddress
-from gateway.registry import Registry, Router
+from gateway.registry import Registry
 from gateway.topics import TopicTemplate
 from gateway.transport.base import InboundMessage
 from gateway.transport.memory import MemoryTransport
 from tests.support.aio import synchronous
+from tests.support.durable_funcs import RUNS, router
 from tests.support.timeouts import until
-
-router = Router()
-RUNS: list[str] = []
-
-
-@router.function("devices/{device_id}/add", idempotent=True)
-def add(a: int, b: int) -> int:
-    RUNS.append("add")
-    return a + b
-
-
-@router.function("devices/{device_id}/echo", idempotent=True)
-def echo(value: str) -> str:
-    RUNS.append("echo")
-    return value
-
-
-@router.function("devices/{device_id}/charge")
-def charge(amount: int) -> int:
-    RUNS.append("charge")
-    return amount
-
-
-@router.function("devices/{device_id}/blob")
-def blob(size: int) -> bytes:
-    RUNS.append("blob")
-    return bytes(size)
 
 
 def make(
