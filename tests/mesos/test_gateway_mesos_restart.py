@@ -105,6 +105,6 @@ def test_a_driver_crash_ends_the_gateway_with_a_non_zero_exit_and_a_clear_log_li
             gateway.kill()
     log = gateway.log()
     assert code == 1, log[-3000:]
-    assert "CRITICAL gateway.executors.mesos: the Mesos scheduler driver stopped unexpectedly: " in log
+    assert "CRITICAL gateway.executors.mesos.cluster: the Mesos scheduler driver stopped unexpectedly: " in log
     assert "connect reach deadline" in log  # pymesos's own reason, carried into our line
     assert "CRITICAL roost: exiting: the Mesos scheduler driver stopped unexpectedly" in log
