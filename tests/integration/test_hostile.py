@@ -164,16 +164,19 @@ def test_a_retained_request_is_refused_and_never_run_again(
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["fast", "paho"])
+@pytest.mark.parametrize("session_expiry", [60, 0])
 def test_a_publish_the_broker_keeps_refusing_is_given_up_after_three_tries(
-    broker: LocalBroker, probe: Probe, kind: str
+    broker: LocalBroker, probe: Probe, kind: str, session_expiry: int
 ) -> None:
     """The safety net under the validation: the transport itself, made to publish a poison topic, stops resending
-    it after MAX_STRIKES connections the broker ended, and goes on serving."""
+    it after MAX_STRIKES connections the broker ended, and goes on serving; whether the broker kept the session
+    (the publish is resent) or forgot it (session expiry 0, as with a share group: published again as new)."""
     probe.subscribe("hostile/after")
     given_up: list[tuple[str, str]] = []
 
     async def scenario() -> None:
-        options = ConnectOptions("127.0.0.1", broker.port, f"strikes-{uuid.uuid4().hex[:8]}", session_expiry=60)
+        client_id = f"strikes-{uuid.uuid4().hex[:8]}"
+        options = ConnectOptions("127.0.0.1", broker.port, client_id, session_expiry=session_expiry)
         transport = create_transport(kind, options)
         transport.on_given_up = lambda message, why: given_up.append((message.topic, why))
         await transport.connect(scaled(10))

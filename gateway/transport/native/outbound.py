@@ -38,11 +38,11 @@ class _Outgoing:
 
     __slots__ = ("message", "qos", "released", "strikes")
 
-    def __init__(self, message: OutboundMessage, qos: int) -> None:
+    def __init__(self, message: OutboundMessage, qos: int, strikes: int = 0) -> None:
         self.message = message
         self.qos = qos
         self.released = False  # QoS 2: PUBREC received, PUBREL sent, waiting for PUBCOMP
-        self.strikes = 0  # connections the broker ended while this was unacknowledged
+        self.strikes = strikes  # connections the broker ended while this was unacknowledged
 
 
 def encode_publish(message: OutboundMessage, qos: int, packet_id: int | None, duplicate: bool = False) -> bytes:
@@ -87,6 +87,9 @@ class OutboundSession:
         self._drainers = DrainWaiters()
         # id(message) → its confirmation; the message object lives in _inflight or _waiting meanwhile.
         self._confirmations: dict[int, Confirmation] = {}
+        # id(message) → its strikes, for a message back in _waiting after the broker forgot the session: a
+        # publish the broker keeps refusing is given up however the session ends (session_expiry 0 too).
+        self._strikes: dict[int, int] = {}
 
     # -- connection lifecycle ---------------------------------------------------------
 
@@ -109,8 +112,16 @@ class OutboundSession:
                     self._confirm(out.message)
         else:
             # The broker forgot the session: what it had not acknowledged is published again as new
-            # messages (at least once); a PUBREC'd QoS 2 message was already taken over by the broker.
-            again = [out.message for out in self._inflight.values() if not out.released]
+            # messages (at least once), keeping its strikes; a PUBREC'd QoS 2 message was already
+            # taken over by the broker, so it is confirmed (only its PUBREL was owed).
+            again = []
+            for out in self._inflight.values():
+                if out.released:
+                    self._confirm(out.message)
+                    continue
+                if out.strikes:
+                    self._strikes[id(out.message)] = out.strikes
+                again.append(out.message)
             self._inflight.clear()
             self._waiting.extendleft(reversed(again))
         self._pump()
@@ -226,6 +237,7 @@ class OutboundSession:
         waiting = self._waiting
         while send is not None and waiting and len(self._inflight) < self._window:
             message = waiting.popleft()
+            strikes = self._strikes.pop(id(message), 0) if self._strikes else 0
             qos = min(message.qos, self._max_qos)
             packet_id = self.allocate_id() if qos else None
             try:
@@ -237,7 +249,7 @@ class OutboundSession:
             if not self._fits(data, message):
                 continue
             if packet_id is not None:
-                self._inflight[packet_id] = _Outgoing(message, qos)
+                self._inflight[packet_id] = _Outgoing(message, qos, strikes)
             send(data)
         if self._drainers and self.settled:
             self._drainers.wake()
