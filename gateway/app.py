@@ -124,7 +124,7 @@ class Gateway:
                 device_rate=settings.limits.device_rate,
                 device_burst=settings.limits.device_burst,
                 device_concurrency=settings.device_concurrency(),
-                max_queue=settings.limits.max_queue,
+                max_share_waiting=settings.limits.max_queue,
             ),
             self.filters,
             self.durable,

@@ -93,7 +93,7 @@ class DispatchOptions:
     device_rate: float = 0.0  # requests per second per device; 0: unlimited
     device_burst: int = 20
     device_concurrency: int | None = None  # calls one device may have under way on worker processes; None: any
-    max_queue: int = 1000  # calls waiting for their device's share, of all devices together, at most
+    max_share_waiting: int = 1000  # calls waiting for their device's share, of all devices together, at most
 
 
 class Dispatcher:
@@ -125,7 +125,7 @@ class Dispatcher:
         self._concurrency = limits.Concurrency()
         limit = options.device_concurrency
         # Past its share a device's calls wait, as many as it may send at once (its burst).
-        shares = limits.DeviceConcurrency(limit, options.device_burst, options.max_queue) if limit else None
+        shares = limits.DeviceConcurrency(limit, options.device_burst, options.max_share_waiting) if limit else None
         self._device_calls = shares
         self._notices = limits.Notices()  # per-device allowance of log lines and rate_limited replies
         #: Outcomes and latencies for the metrics endpoint (plain counters: see gateway.ops.stats).
@@ -146,16 +146,25 @@ class Dispatcher:
 
     def handle(self, message: InboundMessage) -> None:
         """Handle one inbound message; never raises."""
+        route: _Route | None = None
         try:
             route = self._route(message.topic)
-            if message.retain:
-                self._refuse_retained(message, route)
-                return
-            if self._rate is not None and not self._within_rate_first(message, route):
-                return
         except Exception:
-            log.exception("internal error admitting a message on %r", message.topic)
-            route = None
+            log.exception("internal error routing a message on %r", message.topic)  # run_stored answers it
+        if route is not None:
+            try:
+                # The rate first, for every request; then a retained one is refused, not run.
+                if self._rate is not None and not self._within_rate_first(message, route):
+                    return
+                if message.retain:
+                    self._refuse_retained(message, route)
+                    return
+            except Exception:
+                log.exception("internal error admitting a message on %r; dropped", message.topic)
+                if message.qos:
+                    self._transport.ack(message)  # a second ack of one delivery is ignored
+                self.stats.drop("internal_error")
+                return
         if message.qos:
             durable = self._durable
             if durable is not None:
@@ -223,10 +232,11 @@ class Dispatcher:
 
         ``started``: an earlier run had started it when it stopped (the call may have run).
         """
-        resolved, params = route or self._route(message.topic)
         queue: RequestQueue = self._volatile if seq is None or self._durable is None else self._durable
-        request = Request(message, resolved[0] if resolved else None, params, queue, seq or 0, started)
+        request = Request(message, None, {}, queue, seq or 0, started)
         try:
+            resolved, request.params = route or self._route(message.topic)
+            request.spec = resolved[0] if resolved else None
             admission = self._admit(request)
             if admission is ADMITTED:
                 self._invoke(request)
@@ -298,50 +308,58 @@ class Dispatcher:
         except WireError as exc:
             self._fail(request, exc)
             return
-        executor = self.executor_for(spec)
         shares = self._device_calls
-        if shares is not None and executor.name != "inline":  # the inline executor has no workers to share
-            request.device = request.device_id
-        if shares is not None and request.device is not None:
+        if shares is not None and self.executor_for(spec).name != "inline":  # inline has no workers to share
+            request.share_device = request.device_id
+        if shares is not None and request.share_device is not None:
             # Within the device's share of the workers, or it waits (before it is recorded as started, so
             # waiting calls hold none of the durable queue's window) for one of the device's calls to finish.
             try:
-                if not shares.admit(request.device, functools.partial(self._begin, request, call, executor)):
+                if not shares.admit(request.share_device, functools.partial(self._begin, request, call)):
                     return  # _device_leave begins it
             except WireError as exc:
                 self._fail(request, exc)
                 return
-        self._begin(request, call, executor)
+        self._begin(request, call)
 
-    def _begin(self, request: Request, call: Call, executor: Executor) -> None:
+    def _begin(self, request: Request, call: Call) -> None:
         # In order of arrival; a non-idempotent call is recorded as started first (at most once).
         try:
-            request.queue.start_in_order(request.seq, functools.partial(self._start, request, call, executor),
+            request.queue.start_in_order(request.seq, functools.partial(self._start, request, call),
                                          record=not call.spec.options.idempotent)  # fmt: skip
-        except WireError as exc:
-            self._device_leave(request.device)
-            self._fail(request, exc)
+        except Exception as exc:  # called later too (a device's turn): nothing above it would catch this
+            self._device_leave(request.share_device)
+            self._fail(request, self._wire_error(exc, request))
 
-    def _start(self, request: Request, call: Call, executor: Executor) -> None:
+    def _start(self, request: Request, call: Call) -> None:
         spec = call.spec
         if spec.options.concurrency is not None:
             try:
                 self._concurrency.enter(spec)
             except WireError as exc:
-                self._device_leave(request.device)
+                self._device_leave(request.share_device)
                 self._fail(request, exc)
                 return
         try:
-            future = retry.submit_with_retries(executor, call)
-        except WireError as exc:
+            # The executor as it is now: a call that waited its turn across a reload runs on the new one.
+            future = retry.submit_with_retries(self.executor_for(spec), call)
+        except Exception as exc:  # called after a commit too: nothing above it would catch this
             self._concurrency.leave(spec)
-            self._device_leave(request.device)
-            self._fail(request, exc)
+            self._device_leave(request.share_device)
+            self._fail(request, self._wire_error(exc, request))
             return
         if future.done():  # inline sync functions: reply in this loop turn, without a callback hop
             self._finish(future, request)
         else:
             future.add_done_callback(lambda done: self._finish(done, request))
+
+    @staticmethod
+    def _wire_error(exc: Exception, request: Request) -> WireError:
+        """``exc`` as the error a device is told: itself if it is a wire error, else ``internal`` (logged)."""
+        if isinstance(exc, WireError):
+            return exc
+        log.error("internal error starting a call on %r", request.topic, exc_info=exc)
+        return InternalError("internal gateway error")
 
     def _device_leave(self, device: str | None) -> None:
         if device is not None and self._device_calls is not None:
@@ -416,9 +434,11 @@ class Dispatcher:
             return True  # no limit, or far within it whatever the correlation data: no need to add up
         if protocol.publish_size(message) <= limit:
             return True
-        self._note(params, "a result for %r does not fit the broker's Maximum Packet Size of %d bytes", topic, limit)
         self.stats.drop("too_large_for_broker")
-        self._dead_letter(params, topic, self._too_large(message))
+        # Within the device's allowance only, like every refusal: a flood of them is neither log lines nor letters.
+        if self._note(params, "a result for %r does not fit the broker's Maximum Packet Size of %d bytes", topic,
+                      limit):  # fmt: skip
+            self._dead_letter(params, topic, self._too_large(message))
         return False
 
     def _too_large(self, message: OutboundMessage) -> BadResult:
@@ -478,8 +498,8 @@ class Dispatcher:
         assert spec is not None
         if spec.options.concurrency is not None:
             self._concurrency.leave(spec)
-        if request.device is not None:
-            self._device_leave(request.device)
+        if request.share_device is not None:
+            self._device_leave(request.share_device)
         try:
             if future.cancelled():
                 raise Unavailable("the call was cancelled")
@@ -496,17 +516,17 @@ class Dispatcher:
             encoded: bytes = future.result()
             # Every registered key is in stats.functions (swap() adds new ones); .template.template is spec.key
             # without the property call, on every request.
-            self.stats.functions[spec.template.template].answered(received_at)
+            stats = self.stats.functions[spec.template.template]
             if reply is not None:
                 answer = protocol.result_reply(reply, encoded)
-                # _fits_broker's first test, made here: on every reply, a method call saved.
-                limit = self._transport.broker_max_packet_size
-                far = limit is None or len(answer.payload) + 4 * len(answer.topic) < limit - _FAR_WITHIN
-                if far or self._fits_broker(answer, params, topic):
+                if self._fits_broker(answer, params, topic):
+                    stats.answered(received_at)
                     request.end(answer)
                 else:
+                    stats.ran(received_at)  # counted bad_result by _fail
                     self._fail(request, self._too_large(answer))
                 return
+            stats.answered(received_at)
             if spec.publish is not None and encoded != NIL:
                 target = spec.publish.render(params)
                 event = OutboundMessage(target, encoded, qos=1)

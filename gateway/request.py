@@ -81,7 +81,7 @@ class Request:
     reply: ReplyAddress | None = None  # where its reply goes, once parsed; None for an event
     args: Mapping[str, Any] | None = None  # its arguments, once parsed
     expires_at: float | None = None  # monotonic deadline after which it is not run
-    device: str | None = None  # the device whose share of the workers its call counts against
+    share_device: str | None = None  # the device whose share of the workers its call holds (None: none)
 
     @property
     def topic(self) -> str:

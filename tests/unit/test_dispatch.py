@@ -164,6 +164,22 @@ def test_executor_bug_is_answered_internal() -> None:
     assert reply == {"error": {"code": "internal", "message": "internal gateway error"}}
 
 
+class RaisingPool(InlineExecutor):
+    """An executor with workers to share whose submit has a bug: it raises a plain exception."""
+
+    name = "local"
+
+    def submit(self, call: Call) -> asyncio.Future[bytes]:
+        raise RuntimeError("bug in submit")
+
+
+def test_a_bug_in_submit_is_answered_internal_and_frees_the_device_s_share() -> None:
+    # A share of one call: had the first call kept its place, the second would wait for ever (or be refused).
+    dispatcher, transport = make(RaisingPool(10, 1000), device_concurrency=1)
+    replies = run(dispatcher, transport, *(msg("devices/d1/add", {"a": 1, "b": n}) for n in range(3)))
+    assert replies == [{"error": {"code": "internal", "message": "internal gateway error"}}] * 3
+
+
 def test_reply_loop_and_wildcard_reply_topics_are_dropped() -> None:
     dispatcher, transport = make()
     looped = msg("devices/d1/add", {"a": 1, "b": 2}, rt="devices/d1/add")
