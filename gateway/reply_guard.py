@@ -7,10 +7,10 @@ it is checked per request; devices reuse theirs, so verdicts are cached
 * topics the broker would refuse (:func:`gateway.topics.publish_problem`:
   wildcards, a leading ``$``, control characters, non-characters, over 65,535
   bytes or ``max_topic_levels`` levels): a PUBLISH there would cost the gateway
-  its connection, for every device; and topics that one of the gateway's own
-  subscriptions matches (a reply loop);
-* with reply spaces, a topic outside the requesting device's space: dead-lettered
-  by the dispatcher, since the device can be told;
+  its connection, for every device; dead-lettered by the dispatcher, since the
+  device can be told;
+* topics that one of the gateway's own subscriptions matches (a reply loop): dropped;
+* with reply spaces, a topic outside the requesting device's space: dead-lettered;
 * with reply spaces, a request under the devices' own filters that names no
   device (``devices/A/``): nothing to check it against, so it fails closed.
 """

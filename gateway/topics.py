@@ -166,6 +166,7 @@ def publish_problem(topic: str, max_levels: int) -> str | None:
     if len(topic) * 4 > MAX_TOPIC_BYTES and len(topic.encode()) > MAX_TOPIC_BYTES:
         return f"is over {MAX_TOPIC_BYTES} bytes"
     levels = topic.count("/") + 1
+    max_levels = min(max_levels, BROKER_MAX_LEVELS)  # whatever the setting, never past what mosquitto takes
     if levels > max_levels:
         return f"has {levels} levels, over the limit of {max_levels}"
     return None

@@ -164,7 +164,7 @@ def _run(settings: Settings, registry: Any, reload: bool = False) -> int:
 
     if settings.executor == "mesos":
         # pymesos installs its SIGINT handler at import: main thread, before the event loop (MESOS_API.md quirk 1).
-        import gateway.executors.mesos  # noqa: F401
+        import gateway.executors.mesos.cluster  # noqa: F401
     try:
         asyncio.run(serve(settings, registry, reload))
     except (ConfigError, RegistryError, TransportError):

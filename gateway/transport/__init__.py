@@ -18,9 +18,9 @@ def create_transport(kind: str, options: ConnectOptions) -> Transport:
 
         return MemoryTransport(options.mqtt_version)
     if kind == "fast":
-        from gateway.transport.native.transport import FastTransport
+        from gateway.transport.native.transport import NativeTransport
 
-        return FastTransport(options)
+        return NativeTransport(options)
     if kind == "paho":
         from gateway.transport.paho import PahoTransport
 

@@ -32,7 +32,7 @@ from gateway.cli.devbroker import LocalBroker
 from gateway.errors import BrokerUnreachable, SubscriptionRefused
 from gateway.transport.base import InboundMessage, OutboundMessage
 from gateway.transport.native.reader import PacketReader
-from gateway.transport.native.transport import FastTransport
+from gateway.transport.native.transport import NativeTransport
 from gateway.transport.options import ConnectOptions
 from tests.support.probe import Probe
 from tests.support.timeouts import scaled, until
@@ -50,7 +50,7 @@ def options(port: int, **overrides: object) -> ConnectOptions:
     return ConnectOptions(**values)  # type: ignore[arg-type]
 
 
-async def receive(transport: FastTransport, timeout: float = 10.0) -> InboundMessage:
+async def receive(transport: NativeTransport, timeout: float = 10.0) -> InboundMessage:
     """The next inbound message (``timeout`` in base seconds)."""
     return await asyncio.wait_for(transport.messages.get(), scaled(timeout))
 
@@ -181,7 +181,7 @@ def test_requests_and_replies_at_every_qos_with_properties(broker: LocalBroker, 
 
     async def scenario() -> None:
         async with Proxy(broker.port) as proxy:
-            transport = FastTransport(options(proxy.port))
+            transport = NativeTransport(options(proxy.port))
             await transport.connect(CONNECT)
             await transport.subscribe([f"{base}/req/+"], qos=2)
             for qos in (0, 1, 2):
@@ -254,7 +254,7 @@ def test_the_broker_refusing_a_subscription_names_the_filter(
     broker = private_broker(f"plugin {plugin}\nplugin_opt_config_file {rules}\n")
 
     async def scenario() -> None:
-        transport = FastTransport(options(broker.port))
+        transport = NativeTransport(options(broker.port))
         await transport.connect(CONNECT)
         with pytest.raises(SubscriptionRefused, match=r"'secret/x'.*NOT_AUTHORIZED.*0x87"):
             await transport.subscribe(["open/a", "secret/x"], qos=1)
@@ -272,7 +272,7 @@ def test_a_publish_over_the_brokers_maximum_packet_size_is_refused_and_logged(
     name = topic()
 
     async def scenario() -> None:
-        transport = FastTransport(options(broker.port))
+        transport = NativeTransport(options(broker.port))
         await transport.connect(CONNECT)
         await transport.subscribe([name], qos=1)
         transport.publish(OutboundMessage(name, b"x" * 2000, qos=1))
@@ -297,7 +297,7 @@ def test_publishes_beyond_the_brokers_receive_maximum_wait_their_turn(
 
     async def scenario() -> None:
         async with Proxy(broker.port) as proxy:
-            transport = FastTransport(options(proxy.port))
+            transport = NativeTransport(options(proxy.port))
             await transport.connect(CONNECT)
             await transport.subscribe([name], qos=1)
             proxy.mute()  # no PUBACK reaches the transport: the window stays full
@@ -328,7 +328,7 @@ def test_unacked_publishes_are_resent_with_dup_after_the_broker_restarts(
 
     async def scenario() -> None:
         async with Proxy(broker.port) as proxy:
-            transport = FastTransport(options(proxy.port, session_expiry=600))
+            transport = NativeTransport(options(proxy.port, session_expiry=600))
             await transport.connect(CONNECT)
             await transport.subscribe([name], qos=1)
             proxy.mute()  # the broker gets the publishes, its PUBACKs never arrive
@@ -369,7 +369,7 @@ def test_reconnects_with_backoff_and_renews_subscriptions_of_a_lost_session(
 
     async def scenario() -> None:
         # Session expiry 0: the broker forgets the session at each disconnect.
-        transport = FastTransport(options(broker.port, session_expiry=0, max_reconnect_delay=1))
+        transport = NativeTransport(options(broker.port, session_expiry=0, max_reconnect_delay=1))
         await transport.connect(CONNECT)
         await transport.subscribe([name], qos=1)
         await asyncio.to_thread(broker.stop)
@@ -397,7 +397,7 @@ def test_acks_are_sent_in_order_of_arrival_and_an_unacked_message_is_redelivered
 
     async def scenario() -> None:
         async with Proxy(broker.port) as proxy:
-            transport = FastTransport(options(proxy.port, client_id=client_id, session_expiry=600))
+            transport = NativeTransport(options(proxy.port, client_id=client_id, session_expiry=600))
             await transport.connect(CONNECT)
             await transport.subscribe([name], qos=1)
             for n in range(3):
@@ -421,11 +421,11 @@ def test_acks_are_sent_in_order_of_arrival_and_an_unacked_message_is_redelivered
 
         # Not acked at all: the next run of the same client gets it again.
         await asyncio.to_thread(probe.publish, name, b"unacked", 1)
-        transport = FastTransport(options(broker.port, client_id=client_id, session_expiry=600))
+        transport = NativeTransport(options(broker.port, client_id=client_id, session_expiry=600))
         await transport.connect(CONNECT)
         assert (await receive(transport)).payload == b"unacked"
         await transport.close()
-        transport = FastTransport(options(broker.port, client_id=client_id, session_expiry=600))
+        transport = NativeTransport(options(broker.port, client_id=client_id, session_expiry=600))
         await transport.connect(CONNECT)
         message = await receive(transport)
         assert message.payload == b"unacked"
@@ -442,7 +442,7 @@ def test_acks_are_sent_in_order_of_arrival_and_an_unacked_message_is_redelivered
 def test_keepalive_pings_and_a_silent_broker_is_dropped(broker: LocalBroker, caplog: pytest.LogCaptureFixture) -> None:
     async def scenario() -> None:
         async with Proxy(broker.port) as proxy:
-            transport = FastTransport(options(proxy.port, keepalive=KEEPALIVE))
+            transport = NativeTransport(options(proxy.port, keepalive=KEEPALIVE))
             await transport.connect(CONNECT)
             await until(lambda: len(proxy.packets(mqtt5.PingReqPacket)) >= 2, what="PINGREQs")
             assert len(proxy.sent) == 1  # PINGRESPs keep the connection alive
@@ -470,7 +470,7 @@ def test_a_malformed_packet_resets_the_connection_and_the_transport_goes_on(
 
     async def scenario() -> None:
         async with Proxy(broker.port) as proxy:
-            transport = FastTransport(options(proxy.port, session_expiry=60))
+            transport = NativeTransport(options(proxy.port, session_expiry=60))
             await transport.connect(CONNECT)
             await transport.subscribe([name], qos=1)
             proxy.inject(bad)
@@ -493,7 +493,7 @@ def test_a_server_disconnect_is_logged_with_its_reason_code(
     # mosquitto 2.0 closes without a DISCONNECT (takeover, shutdown), so the proxy plays the broker here.
     async def scenario() -> None:
         async with Proxy(broker.port) as proxy:
-            transport = FastTransport(options(proxy.port, session_expiry=60))
+            transport = NativeTransport(options(proxy.port, session_expiry=60))
             await transport.connect(CONNECT)
             proxy.inject(
                 mqtt5.DisconnectPacket(
@@ -518,7 +518,7 @@ def test_connect_raises_broker_unreachable_when_nobody_listens() -> None:
         port = sock.getsockname()[1]  # bound, not listening: connections are refused
 
         async def scenario() -> None:
-            transport = FastTransport(options(port))
+            transport = NativeTransport(options(port))
             with pytest.raises(BrokerUnreachable, match=f"cannot reach the broker at 127.0.0.1:{port}"):
                 await transport.connect(0.5)
 
@@ -562,10 +562,10 @@ def test_tls_with_credentials(private_broker: Callable[..., LocalBroker], broker
     name = topic()
 
     async def scenario() -> None:
-        wrong = FastTransport(options(broker.port, ssl_context=context, username="device", password="wrong"))
+        wrong = NativeTransport(options(broker.port, ssl_context=context, username="device", password="wrong"))
         with pytest.raises(BrokerUnreachable, match="refused the connection: NOT_AUTHORIZED"):
             await wrong.connect(CONNECT)
-        transport = FastTransport(options(broker.port, ssl_context=context, username="device", password="secret"))
+        transport = NativeTransport(options(broker.port, ssl_context=context, username="device", password="secret"))
         await transport.connect(CONNECT)
         await transport.subscribe([name], qos=1)
         transport.publish(OutboundMessage(name, b"over tls", qos=1))

@@ -19,7 +19,7 @@ from gateway.transport.native.connection import Connection
 from gateway.transport.native.inbound import InboundSession
 from gateway.transport.native.outbound import OutboundSession
 from gateway.transport.native.reader import MalformedPacket, PacketReader
-from gateway.transport.native.transport import FastTransport
+from gateway.transport.native.transport import NativeTransport
 from gateway.transport.options import ConnectOptions, inbound_packet_limit
 from tests.support.timeouts import scaled
 
@@ -415,4 +415,4 @@ def test_drain_returns_once_everything_is_acknowledged() -> None:
 
 def test_mqtt_311_is_refused_at_construction() -> None:
     with pytest.raises(ConfigError, match="paho"):
-        FastTransport(ConnectOptions(host="127.0.0.1", port=1883, client_id="x", mqtt_version=4))
+        NativeTransport(ConnectOptions(host="127.0.0.1", port=1883, client_id="x", mqtt_version=4))

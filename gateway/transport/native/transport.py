@@ -72,7 +72,7 @@ class _Refused(Exception):
     """The broker answered CONNECT with a failure reason code."""
 
 
-class FastTransport(Transport):
+class NativeTransport(Transport):
     """An MQTT 5 connection on the gateway's event loop, encoded and decoded by ``mqtt5``."""
 
     def __init__(self, options: ConnectOptions) -> None:
