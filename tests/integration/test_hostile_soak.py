@@ -168,6 +168,18 @@ def test_three_hostile_devices_at_once_and_b_is_answered_in_time_within_bounds(
     }
     config = ("--config", str(ROOT / "deploy" / "roost.toml"), "--share-group", "auto", *EXAMPLES)
     gateway = GatewayProcess(f"127.0.0.1:{port}", logs, *config, env=env).start()
+    try:
+        attack_and_check(gateway, port, free_port)
+    finally:
+        gateway.kill()  # nothing left running when an assertion ended the test early (a no-op once stopped)
+        for name in ATTACKERS:  # clear the retained requests
+            cleaner = Probe(port, username=name, password=USERS[name])
+            cleaner.publish(f"devices/{name}/fail", b"", retain=True)
+            cleaner.close()
+
+
+def attack_and_check(gateway: GatewayProcess, port: int, free_port: int) -> None:
+    """The soak against the started ``gateway``, its checks, and a restart of it (the module docstring)."""
     assert gateway.process is not None
     memory = psutil.Process(gateway.process.pid)
     queue = Path(gateway.env["ROOST_DURABLE__PATH"])
@@ -244,7 +256,3 @@ def test_three_hostile_devices_at_once_and_b_is_answered_in_time_within_bounds(
         assert value(scrape(free_port), "roost_requests_dropped_total", reason="retained") == 0  # none handed over
     finally:
         assert gateway.stop() == 0
-        for name in ATTACKERS:  # clear the retained requests
-            cleaner = Probe(port, username=name, password=USERS[name])
-            cleaner.publish(f"devices/{name}/fail", b"", retain=True)
-            cleaner.close()
