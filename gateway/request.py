@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from gateway.durable.queue import Duplicate
@@ -56,16 +56,17 @@ class VolatileQueue:
 
     def finish(self, seq: int, reply: OutboundMessage | None) -> None:
         """Publish ``reply`` now."""
-        if reply is not None:
-            self.publish(reply)
+        if reply is None:
+            return
+        try:
+            self._transport.publish(reply)
+        except (ValueError, TypeError, OSError) as exc:
+            log.warning("could not publish to %r: %s", reply.topic, exc)
+            self._on_failed()
 
     def publish(self, message: OutboundMessage) -> None:
         """Publish ``message`` now (events and dead letters, which no request's queue holds, go this way too)."""
-        try:
-            self._transport.publish(message)
-        except (ValueError, TypeError, OSError) as exc:
-            log.warning("could not publish to %r: %s", message.topic, exc)
-            self._on_failed()
+        self.finish(0, message)
 
 
 @dataclass(slots=True, eq=False)
@@ -73,25 +74,17 @@ class Request:
     """A request from its arrival until it is settled (answered, dropped, or ended without a reply)."""
 
     message: InboundMessage
-    spec: FunctionSpec | None  # the function its topic calls; None when none does
-    params: dict[str, str]  # the topic's parameters, with the namespace's device_id
+    topic: str  # the topic it arrived on (message.topic)
     queue: RequestQueue  # where it is settled: the durable queue, or the volatile one
+    spec: FunctionSpec | None = None  # the function its topic calls; None when none does
+    params: dict[str, str] = field(default_factory=dict)  # the topic's parameters, with the namespace's device_id
+    device_id: str | None = None  # the device that sent it (params["device_id"]), if the topic names one
     seq: int = 0  # its number in the durable queue (0 in the volatile one)
     started: bool = False  # an earlier run had started it when the gateway stopped (it may have run)
     reply: ReplyAddress | None = None  # where its reply goes, once parsed; None for an event
     args: Mapping[str, Any] | None = None  # its arguments, once parsed
     expires_at: float | None = None  # monotonic deadline after which it is not run
     share_device: str | None = None  # the device whose share of the workers its call holds (None: none)
-
-    @property
-    def topic(self) -> str:
-        """The topic it arrived on."""
-        return self.message.topic
-
-    @property
-    def device_id(self) -> str | None:
-        """The device that sent it (from the topic), if the topic names one."""
-        return self.params.get("device_id")
 
     @property
     def key(self) -> str:
