@@ -26,10 +26,10 @@ from gateway.durable.store import DONE, REPLIED, STARTED, ReplyRow, RequestRow, 
 from gateway.executors.inline import InlineExecutor
 from gateway.registry import Registry
 from gateway.topics import TopicTemplate
-from gateway.transport.base import InboundMessage, OutboundMessage
+from gateway.transport.base import OutboundMessage
 from gateway.transport.memory import MemoryTransport
 from tests.support.aio import synchronous
-from tests.support.durable_funcs import RUNS, router
+from tests.support.durable_funcs import RUNS, request, router, settle
 from tests.support.timeouts import scaled, until
 
 
@@ -58,21 +58,12 @@ def make(
     return dispatcher, transport, durable
 
 
-def request(topic: str, args: dict[str, Any], cid: bytes, qos: int = 1) -> InboundMessage:
-    return InboundMessage(topic, msgpack.packb(args), qos, time.monotonic(), "r/t", cid, ack_token=cid)
-
-
 def states(path: Path) -> list[int]:
     store = RequestStore(path)
     try:
         return [reply.state for reply in store.replies()] + [STARTED for _ in store.unfinished()]
     finally:
         store.close()
-
-
-async def settle() -> None:
-    for _ in range(5):
-        await asyncio.sleep(0)
 
 
 class HeldStore(RequestStore):

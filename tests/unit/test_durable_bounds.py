@@ -35,7 +35,7 @@ from gateway.topics import TopicTemplate
 from gateway.transport.base import InboundMessage
 from gateway.transport.memory import MemoryTransport
 from tests.support.aio import synchronous
-from tests.support.durable_funcs import RUNS, router
+from tests.support.durable_funcs import RUNS, request, router, settle
 from tests.support.timeouts import until
 
 
@@ -68,17 +68,8 @@ def make(
     return dispatcher, transport, durable
 
 
-def request(topic: str, args: dict[str, Any], corr: bytes) -> InboundMessage:
-    return InboundMessage(topic, msgpack.packb(args), 1, time.monotonic(), "r/t", corr, ack_token=corr)
-
-
 def results(transport: MemoryTransport) -> list[Any]:
     return [msgpack.unpackb(m.payload) for m in transport.published]
-
-
-async def settle() -> None:
-    for _ in range(5):
-        await asyncio.sleep(0)
 
 
 def confirmed(path: Path, count: int) -> Callable[[], bool]:
