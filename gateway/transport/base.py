@@ -84,6 +84,9 @@ broker for every device. The gateway validates what it publishes, so this is the
 A broker going down cleanly (DISCONNECT "server shutting down"), a keepalive timeout and the
 gateway's own close do not count.
 """
+NOT_REFUSALS = frozenset({0x8B, 0x8D, 0x8E})
+"""DISCONNECT reason codes that say nothing against what the gateway sent (no strike, :data:`MAX_STRIKES`):
+the server shutting down, a keepalive timeout, another client taking the session over."""
 
 MessageHandler = Callable[[InboundMessage], None]
 #: Told, on the event loop, of a publish the transport gave up on: the message and why.

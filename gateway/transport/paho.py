@@ -52,6 +52,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from gateway.errors import BrokerUnreachable, SubscriptionRefused
 from gateway.transport.base import (
     MAX_STRIKES,
+    NOT_REFUSALS,
     Confirmation,
     DrainWaiters,
     InboundMessage,
@@ -62,9 +63,6 @@ from gateway.transport.base import (
 from gateway.transport.options import ConnectOptions
 
 log = logging.getLogger(__name__)
-# DISCONNECT reasons that say nothing against what the gateway sent: the broker going down, a
-# keepalive timeout (silence), another client taking the session over.
-_NOT_REFUSALS = frozenset({0x8B, 0x8D, 0x8E})
 
 _PUBLISH_PROPERTIES = Properties(PacketTypes.PUBLISH)  # never set: copied for each publish
 BACKLOG_WARNING = 10_000  # replies waiting for the window before a warning says paho cannot keep up
@@ -273,7 +271,7 @@ class PahoTransport(Transport):
         if self._closing or self._connack is not None:
             return  # close(), or the first connect() sees it
         log.warning("disconnected from the broker (%s); reconnecting", reason)
-        if getattr(reason, "value", None) not in _NOT_REFUSALS:
+        if getattr(reason, "value", None) not in NOT_REFUSALS:
             self._strike()
         if self._reconnector is None or self._reconnector.done():
             self._reconnector = asyncio.ensure_future(self._reconnect())

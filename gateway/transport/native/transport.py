@@ -48,7 +48,14 @@ from mqtt5 import (
 )
 
 from gateway.errors import BrokerUnreachable, ConfigError
-from gateway.transport.base import MAX_STRIKES, Confirmation, InboundMessage, OutboundMessage, Transport
+from gateway.transport.base import (
+    MAX_STRIKES,
+    NOT_REFUSALS,
+    Confirmation,
+    InboundMessage,
+    OutboundMessage,
+    Transport,
+)
 from gateway.transport.native.connection import Connection
 from gateway.transport.native.inbound import InboundSession
 from gateway.transport.native.outbound import OutboundSession
@@ -60,9 +67,6 @@ log = logging.getLogger(__name__)
 
 _PINGREQ = mqtt5.PingReqPacket().write()
 _DISCONNECT = DisconnectPacket().write()
-# DISCONNECT reasons that say nothing against what the gateway sent: the broker is going down, or
-# another client took the session over.
-_NOT_REFUSALS = frozenset({0x8B, 0x8E})
 CONNACK_TIMEOUT = 10.0  # per attempt, for the CONNACK after the TCP/TLS handshake
 _FIRST_RETRY = 0.1
 _STABLE_AFTER = 10.0  # a connection that lived this long resets the backoff
@@ -287,8 +291,8 @@ class NativeTransport(Transport):
             code.value,
             f": {packet.reason_str}" if packet.reason_str else "",
         )
-        # Going down, or another client took the session over: nothing the gateway sent was refused.
-        conn.broker_ended = code.value not in _NOT_REFUSALS
+        # Going down, a keepalive timeout, another client taking the session over: nothing sent was refused.
+        conn.broker_ended = code.value not in NOT_REFUSALS
         conn.abort()
 
     def _tick(self, conn: Connection, keepalive: int, interval: float) -> None:
