@@ -155,8 +155,10 @@ def fallback_reply_address(
     Decodes the payload again: it runs on the error path only.
     """
     early = early_reply_address(message)
-    if early is not None or not device_id:
-        return early if early is None else echoable(early, limits.max_correlation_bytes)
+    if early is not None:
+        return echoable(early, limits.max_correlation_bytes)
+    if not device_id:
+        return None
     try:
         envelope = codec.decode_map(message.payload, limits)
     except WireError:
