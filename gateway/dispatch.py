@@ -198,20 +198,19 @@ class Dispatcher:
         device_id = params.get("device_id")
         if device_id is None:
             return True  # no device to hold to a rate (the ACL keeps devices to their own topics)
-        try:
-            self._rate.take(device_id)
-        except RateLimited as exc:
-            if message.qos:
-                self._transport.ack(message)
-            self.stats.failed(resolved[0].key if resolved is not None else "", exc.code)
-            held = self._notices.allow(device_id)
-            if held is not None:
-                log.warning("request on %r answered rate_limited: %s%s", message.topic, exc.message, _held(held))
-                address = protocol.early_reply_address(message)
-                if address is not None and self._guard.check(address.topic, message.topic, device_id) is None:
-                    self._volatile.publish(protocol.error_reply(address, exc))
-            return False
-        return True
+        if self._rate.try_take(device_id):
+            return True
+        if message.qos:
+            self._transport.ack(message)
+        self.stats.failed(resolved[0].key if resolved is not None else "", RateLimited.code)
+        held = self._notices.allow(device_id)
+        if held is not None:  # the error is made only for those told: a flood makes none
+            exc = self._rate.refusal(device_id)
+            log.warning("request on %r answered rate_limited: %s%s", message.topic, exc.message, _held(held))
+            address = protocol.early_reply_address(message)
+            if address is not None and self._guard.check(address.topic, message.topic, device_id) is None:
+                self._volatile.publish(protocol.error_reply(address, exc))
+        return False
 
     def _refuse_retained(self, message: InboundMessage, route: _Route) -> None:
         """A retained request is not run: the broker would hand it to the gateway again at every start.

@@ -37,16 +37,28 @@ class DeviceRateLimit:
 
     def take(self, device_id: str) -> None:
         """Spend one token of ``device_id``'s bucket or raise :class:`RateLimited`."""
+        if not self.try_take(device_id):
+            raise self.refusal(device_id)
+
+    def try_take(self, device_id: str) -> bool:
+        """Spend one token of ``device_id``'s bucket; ``False`` (nothing spent) when it is empty.
+
+        No exception on the way out: a flood finds the bucket empty on every request."""
         now = time.monotonic()
         buckets = self._buckets
         tokens, at = buckets.pop(device_id, (self.burst, now))
         tokens = min(self.burst, tokens + (now - at) * self.rate)
         if tokens < 1.0:
             buckets[device_id] = (tokens, now)
-            raise RateLimited(f"device {device_id[:64]!r} is over its limit of {self.rate:g} requests per second")
+            return False
         buckets[device_id] = (tokens - 1.0, now)
         if len(buckets) > MAX_TRACKED_DEVICES:
             buckets.popitem(last=False)
+        return True
+
+    def refusal(self, device_id: str) -> RateLimited:
+        """The error a device over its rate is told."""
+        return RateLimited(f"device {device_id[:64]!r} is over its limit of {self.rate:g} requests per second")
 
 
 class Notices:
@@ -63,9 +75,7 @@ class Notices:
     def allow(self, device_id: str | None) -> int | None:
         """``None``: hold this one back; else how many were held back before it (and are now forgotten)."""
         key = device_id or ""  # requests that name no device share one allowance
-        try:
-            self._bucket.take(key)
-        except RateLimited:
+        if not self._bucket.try_take(key):
             if len(self._held) < MAX_TRACKED_DEVICES or key in self._held:
                 self._held[key] = self._held.get(key, 0) + 1
             return None
